@@ -1,0 +1,69 @@
+# memstash: the two commands of the README, and a few helpers.
+#   make run   - install build packages if missing, build, start memstashd on 127.0.0.1:11211
+#   make test  - install test packages if missing, build a normal and an ASan+UBSan tree,
+#                check formatting, run every test (unit + integration) in both trees
+
+BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev
+TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
+              python3-memcache python3-pylibmc libmemcached-tools memcached
+BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached
+
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+ifneq ($(CI),)
+CMAKE_FLAGS += -DMEMSTASH_WERROR=ON
+endif
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN_USER := $(shell [ "$$(id -u)" = 0 ] && echo "-u nobody")
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
+
+.PHONY: run test build build-asan deps-build deps-test deps-bench format format-check bench clean
+
+# Installs the packages in $(1) that dpkg does not have yet.
+define install_missing
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+endef
+
+deps-build:
+	$(call install_missing,$(BUILD_PKGS))
+
+deps-test:
+	$(call install_missing,$(TEST_PKGS))
+
+deps-bench:
+	$(call install_missing,$(BENCH_PKGS))
+
+build:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSTASH_TESTS=ON $(CMAKE_FLAGS)
+	cmake --build build -j $(JOBS)
+
+build-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMEMSTASH_SANITIZE=ON -DMEMSTASH_TESTS=ON $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+
+run: deps-build
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSTASH_TESTS=OFF $(CMAKE_FLAGS)
+	cmake --build build -j $(JOBS) --target memstashd
+	exec ./build/src/server/memstashd -l 127.0.0.1 -p 11211 -m 64 $(RUN_USER)
+
+format:
+	clang-format -i $(SOURCES)
+
+format-check:
+	clang-format --dry-run --Werror $(SOURCES)
+
+test: deps-test format-check build build-asan
+	cd build && ctest --output-on-failure -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+bench: deps-bench build
+	bench/compare_memcaslap.sh
+
+clean:
+	rm -rf build build-asan
