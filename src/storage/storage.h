@@ -1,0 +1,267 @@
+/*
+ * storage.h - the cache engine's whole contract.
+ *
+ * The engine stores items (key, 32-bit client flags, expiry time, CAS, value)
+ * in memory bounded by a byte limit, finds them through a hash table that
+ * grows incrementally, and evicts when full. It knows nothing of sockets,
+ * protocols or threads it did not start (it starts none): the server drives
+ * background work by calling storage_maintain() from a thread of its own.
+ *
+ * Time. Every call that needs the time takes `now`, a rel_time_t in seconds
+ * since the server started (see common/clock.h). Expiry times stored in items
+ * are rel_time_t too; 0 means "never". Converting protocol exptimes (relative,
+ * absolute unix time, negative) into rel_time_t is the caller's job
+ * (clock_realtime()). Tests pass whatever `now` they like: that is the fake clock.
+ *
+ * Keys are hashed once by the caller with storage_hash() and the hash is
+ * passed down, so the protocol layer can reuse it.
+ *
+ * Thread safety: every function may be called from any thread at once,
+ * except create/destroy.
+ *
+ * Lock order (complete; take left before right, never the reverse):
+ *     item stripe lock  ->  class lock  ->  page lock
+ * - item stripe lock: striped by key hash; guards hash chains, the hash
+ *   table's migration of the buckets it covers, and item fields of linked items.
+ * - class lock: one per size class; guards the class's free list, its eviction
+ *   queue (SIEVE) and its counters.
+ * - page lock: guards the global page budget (-m) and page assignment.
+ * Eviction from a class (holding the class lock) may only *try* to take an
+ * item's stripe lock (trylock), since that is the reverse order.
+ *
+ * Items are reference-counted. storage_get() and friends return an item with
+ * a reference the caller owns; it stays valid (key and value bytes unchanged)
+ * until storage_release(), even if it is deleted, replaced or evicted
+ * meanwhile. Memory of an unlinked item is reused only once its last
+ * reference is released.
+ */
+#ifndef MEMSTASH_STORAGE_H
+#define MEMSTASH_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+
+#define STORAGE_KEY_MAX 250
+
+struct storage;
+struct item;
+
+struct storage_options {
+    size_t maxbytes;        /* item memory limit in bytes (-m); pages are 1 MiB */
+    size_t item_size_max;   /* largest item total size (-I), default 1 MiB */
+    double growth_factor;   /* size class growth factor (-f), > 1 */
+    size_t chunk_min;       /* -n: key+value+flags room of the smallest chunk */
+    unsigned hashpower;     /* initial hash table size 2^hashpower; 0 = 16 */
+    bool no_evict;          /* -M: refuse stores instead of evicting */
+    bool use_cas;           /* false with -C: storage_item_cas() reports 0 */
+    bool hash_expand;       /* grow the hash table when the load factor passes 1.5 */
+};
+
+/* Fills `o` with memcached's defaults: 64 MiB, 1 MiB items, factor 1.25, 48,
+ * hashpower 16, evictions on, CAS on, expansion on. */
+void storage_options_default(struct storage_options *o);
+
+/* Status codes for failures (negative) and cache outcomes (non-negative) are
+ * kept apart: functions return 0 or a negative STORAGE_E*, outcomes come back
+ * through an out parameter. */
+enum storage_err {
+    STORAGE_OK = 0,
+    STORAGE_ENOMEM = -1,  /* no memory could be found (eviction impossible or -M) */
+    STORAGE_E2BIG = -2,   /* item would exceed item_size_max */
+    STORAGE_EINVAL = -3,  /* bad argument (e.g. key longer than 250) */
+};
+const char *storage_strerror(int err);
+
+/* Creates an engine. Returns 0 or STORAGE_EINVAL / STORAGE_ENOMEM.
+ * Memory for items is taken lazily, a page at a time. */
+int storage_create(struct storage **out, const struct storage_options *opts);
+/* Frees everything. All item references must have been released. Sets *st to NULL. */
+void storage_destroy(struct storage **st);
+
+uint64_t storage_hash(const void *key, size_t nkey);
+
+/* ---- items ------------------------------------------------------------- */
+
+/* Accessors for an item the caller holds a reference to. */
+const char *storage_item_key(const struct item *it);
+size_t storage_item_nkey(const struct item *it);
+uint32_t storage_item_flags(const struct item *it);
+/* Value bytes. The value is always followed by "\r\n" in memory, so a writer
+ * can send value and terminator as one span of nbytes + 2. */
+char *storage_item_value(struct item *it);
+size_t storage_item_nbytes(const struct item *it);
+uint64_t storage_item_cas(const struct item *it); /* 0 when CAS is disabled */
+rel_time_t storage_item_exptime(const struct item *it); /* 0 = never */
+/* Total bytes the item occupies, header included (its chunk's used size). */
+size_t storage_item_total(const struct item *it);
+
+/* Would an item with this key length and value length fit under
+ * item_size_max? */
+bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes);
+
+/* Allocates an unlinked item with room for nbytes of value (plus the
+ * "\r\n" terminator, which the caller writes or reads into place: the value
+ * span is nbytes + 2 long). May evict. The caller fills the value through
+ * storage_item_value() and then links it with storage_store(), or drops it
+ * with storage_release().
+ * Returns 0, STORAGE_E2BIG, STORAGE_ENOMEM or STORAGE_EINVAL (nkey 0 or > 250). */
+int storage_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
+                  rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out);
+
+/* Drops a reference and sets *it to NULL. NULL is fine. */
+void storage_release(struct storage *st, struct item **it);
+
+/* ---- lookups ----------------------------------------------------------- */
+
+enum storage_get_outcome {
+    STORAGE_HIT = 0,
+    STORAGE_MISS,     /* never there, evicted or deleted */
+    STORAGE_EXPIRED,  /* found but past its exptime (now unlinked) */
+    STORAGE_FLUSHED,  /* found but invalidated by flush (now unlinked) */
+};
+
+/* Looks a key up. Returns a referenced item on a hit, or NULL with *outcome
+ * saying why (outcome may be NULL). A hit marks the item as recently used and
+ * fetched. */
+struct item *storage_get(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                         rel_time_t now, enum storage_get_outcome *outcome);
+
+/* Same as storage_get, and on a hit also sets the item's exptime (gat, touch).
+ * The returned item already carries the new exptime. */
+struct item *storage_get_touch(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                               rel_time_t now, rel_time_t exptime,
+                               enum storage_get_outcome *outcome);
+
+/* ---- mutations --------------------------------------------------------- */
+
+enum storage_op {
+    STORAGE_SET,
+    STORAGE_ADD,     /* only if absent (expired and flushed count as absent) */
+    STORAGE_REPLACE, /* only if present */
+    STORAGE_APPEND,  /* only if present; keeps old flags and exptime */
+    STORAGE_PREPEND, /* likewise */
+    STORAGE_CAS,     /* only if present and its CAS equals cas_in */
+};
+
+enum storage_store_outcome {
+    STORAGE_STORED = 0,
+    STORAGE_NOT_STORED, /* add on a present key, replace/append/prepend on an absent one */
+    STORAGE_EXISTS,     /* cas mismatch */
+    STORAGE_NOT_FOUND,  /* cas on an absent key */
+};
+
+/* Links `it` (from storage_alloc, not yet linked) under its key according to
+ * `op`. On success the item gets a fresh CAS, reported in *cas_out when
+ * cas_out is not NULL. The caller keeps its reference to `it` and must still
+ * release it. For append/prepend a new item holding the joined value is
+ * linked instead of `it`; that may fail with STORAGE_ENOMEM or STORAGE_E2BIG.
+ * ADD on a present item marks that item as used (as memcached bumps it).
+ * Returns 0 with *outcome set, or a negative STORAGE_E*. */
+int storage_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
+                  uint64_t hv, rel_time_t now, enum storage_store_outcome *outcome,
+                  uint64_t *cas_out);
+
+/* Unlinks the key. If cas_in is non-zero it must match (else *found is true
+ * and *cas_mismatch true, nothing deleted). *found says whether a live item
+ * was there. Returns 0. */
+int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                   uint64_t cas_in, rel_time_t now, bool *found, bool *cas_mismatch);
+
+enum storage_arith_outcome {
+    STORAGE_ARITH_OK = 0,
+    STORAGE_ARITH_NOT_FOUND,
+    STORAGE_ARITH_NON_NUMERIC, /* value is not a decimal u64 of at most 20 digits */
+    STORAGE_ARITH_EXISTS,      /* cas_in given and it did not match */
+};
+
+struct storage_arith {
+    bool incr;            /* incr wraps modulo 2^64; decr floors at 0 */
+    uint64_t delta;
+    uint64_t cas_in;      /* 0 = no check */
+    bool create;          /* when absent, store `initial` (binary and meta protocols) */
+    uint64_t initial;
+    uint32_t flags;       /* flags and exptime of a created item */
+    rel_time_t exptime;
+};
+
+/* incr/decr. The value must be a decimal u64 (leading spaces allowed, anything
+ * after the digits and a space ignored). The new number is written in place,
+ * right-padded with spaces, when it is no longer than the old value and
+ * nobody else holds a reference; otherwise a new item replaces the old one.
+ * Flags and exptime are kept; the CAS changes. *value gets the new number and
+ * *cas_out the new CAS (either may be NULL).
+ * Returns 0 with *outcome, or STORAGE_ENOMEM. */
+int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                  const struct storage_arith *a, rel_time_t now,
+                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out);
+
+/* Invalidates every item last stored at or before `when` once `now` reaches
+ * `when`; with when <= now, every item stored before this call. Memory is
+ * reclaimed lazily and by storage_maintain(). */
+void storage_flush(struct storage *st, rel_time_t when, rel_time_t now);
+
+/* Changes the memory limit at run time. Lowering it does not free pages that
+ * are in use. Returns 0 or STORAGE_EINVAL. */
+int storage_set_memlimit(struct storage *st, size_t maxbytes);
+
+/* Does a bounded slice of background work and returns whether more is
+ * pending: moves a batch of hash buckets during expansion, and reclaims a
+ * batch of expired or flushed items. Never holds a lock for long, so
+ * callers on other threads do not stall. */
+bool storage_maintain(struct storage *st, rel_time_t now);
+
+/* ---- statistics -------------------------------------------------------- */
+
+struct storage_stats {
+    uint64_t curr_items;
+    uint64_t total_items;     /* successful links since start */
+    uint64_t bytes;           /* sum of storage_item_total() of linked items */
+    uint64_t evictions;       /* live items evicted */
+    uint64_t reclaimed;       /* allocations that reused an expired item's memory */
+    uint64_t expired_unfetched;
+    uint64_t evicted_unfetched;
+    uint64_t crawler_reclaimed; /* expired/flushed items freed by storage_maintain */
+    uint64_t limit_maxbytes;
+    uint64_t total_malloced;  /* bytes of pages handed to classes */
+    uint64_t slab_global_page_pool;
+    uint64_t malloc_fails;
+    unsigned hash_power_level;
+    uint64_t hash_bytes;
+    bool hash_is_expanding;
+    unsigned active_classes;
+};
+
+struct storage_class_stats {
+    unsigned id;              /* 1-based class id, as memcached numbers them */
+    uint32_t chunk_size;
+    uint32_t chunks_per_page;
+    uint64_t total_pages;
+    uint64_t total_chunks;
+    uint64_t used_chunks;
+    uint64_t free_chunks;
+    uint64_t number;          /* linked items in this class */
+    uint64_t age;             /* seconds since the oldest item's last access */
+    uint64_t mem_requested;   /* sum of item totals in this class */
+    uint64_t evicted;
+    uint64_t evicted_nonzero;
+    uint64_t evicted_time;    /* seconds since last access of the last evicted item */
+    uint64_t evicted_unfetched;
+    uint64_t outofmemory;
+    uint64_t reclaimed;
+    uint64_t expired_unfetched;
+    uint64_t crawler_reclaimed;
+};
+
+void storage_get_stats(struct storage *st, rel_time_t now, struct storage_stats *out);
+/* Number of size classes (ids 1..n). */
+unsigned storage_class_count(const struct storage *st);
+/* Fills `out` for class id 1..n; returns false for an unknown id. */
+bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,
+                             struct storage_class_stats *out);
+/* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
+void storage_reset_stats(struct storage *st);
+
+#endif
