@@ -1,0 +1,508 @@
+/*
+ * conn.c - a client connection's life: read, parse, process, write.
+ *
+ * The loop of one readable event: read once (into the read buffer, or into
+ * the item being filled by a data block), then hand every whole request to
+ * process.c (at most -R of them before yielding to other connections), then
+ * write every queued reply with one writev. A connection whose replies the
+ * peer does not read stops reading requests until they drain.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "process.h"
+#include "server.h"
+
+#define RBUF_SIZE 16384
+#define WBUF_SIZE 4096
+#define WBUF_KEEP (64 * 1024) /* larger write buffers are freed once drained */
+#define RBUF_KEEP (64 * 1024)
+#define IOV_BATCH 512
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+
+static void registry_set(struct server *srv, int fd, struct conn *c)
+{
+    pthread_mutex_lock(&srv->stats_lock);
+    if (fd >= 0 && fd < srv->registry_size) {
+        srv->registry[fd] = c;
+    }
+    pthread_mutex_unlock(&srv->stats_lock);
+}
+
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return NULL;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->state = CONN_NEW_CMD;
+    c->listen_addr = listen_addr;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->last_cmd_time = clock_now(&w->srv->clock);
+    c->ev_flags = EV_READ | EV_PERSIST;
+    c->ev = event_new(w->base, fd, c->ev_flags, conn_event_cb, c);
+    if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
+        if (c->ev != NULL) {
+            event_free(c->ev);
+        }
+        free(c);
+        return NULL;
+    }
+    c->next = w->conns;
+    if (w->conns != NULL) {
+        w->conns->prev = c;
+    }
+    w->conns = c;
+    struct server *srv = w->srv;
+    __atomic_add_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
+    registry_set(srv, fd, c);
+    if (srv->verbose > 1) {
+        log_msg(LOG_DEBUG, "<%d new auto-negotiating client connection", fd);
+    }
+    return c;
+}
+
+static void release_output(struct conn *c)
+{
+    struct storage *st = c->w->srv->storage;
+    for (uint32_t i = 0; i < c->nsegs; i++) {
+        if (c->segs[i].it != NULL) {
+            storage_release(st, &c->segs[i].it);
+        }
+    }
+    c->nsegs = c->seg_sent = c->seg_off = 0;
+    c->wlen = 0;
+}
+
+static void free_rbuf(struct conn *c)
+{
+    if (c->rbuf == NULL) {
+        return;
+    }
+    if (c->w->spare_rbuf == NULL && c->rsize == RBUF_SIZE) {
+        c->w->spare_rbuf = c->rbuf;
+    } else {
+        free(c->rbuf);
+    }
+    c->rbuf = NULL;
+    c->rsize = c->rstart = c->rlen = 0;
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+    struct worker *w = c->w;
+    struct server *srv = w->srv;
+    if (srv->verbose > 1) {
+        log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
+    }
+    event_free(c->ev);
+    registry_set(srv, c->fd, NULL);
+    close(c->fd);
+    release_output(c);
+    storage_release(srv->storage, &c->item);
+    free_rbuf(c);
+    free(c->wbuf);
+    free(c->segs);
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        w->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
+    free(c);
+}
+
+const char *conn_state_name(enum conn_state s)
+{
+    switch (s) {
+    case CONN_NEW_CMD:
+        return "conn_new_cmd";
+    case CONN_NREAD:
+        return "conn_nread";
+    case CONN_SWALLOW:
+        return "conn_swallow";
+    case CONN_WRITE:
+        return "conn_write";
+    case CONN_CLOSING:
+        return "conn_closing";
+    }
+    return "conn_unknown";
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static bool seg_reserve(struct conn *c)
+{
+    if (c->nsegs < c->segcap) {
+        return true;
+    }
+    uint32_t cap = c->segcap ? c->segcap * 2 : 16;
+    struct out_seg *segs = realloc(c->segs, cap * sizeof(*segs));
+    if (segs == NULL) {
+        return false;
+    }
+    c->segs = segs;
+    c->segcap = cap;
+    return true;
+}
+
+void conn_out(struct conn *c, const void *data, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    if (c->wlen + len > c->wsize) {
+        size_t cap = c->wsize ? c->wsize : WBUF_SIZE;
+        while (cap < c->wlen + len) {
+            cap *= 2;
+        }
+        char *nb = realloc(c->wbuf, cap);
+        if (nb == NULL) {
+            c->close_after_write = true;
+            return;
+        }
+        c->wbuf = nb;
+        c->wsize = (uint32_t)cap;
+    }
+    memcpy(c->wbuf + c->wlen, data, len);
+    /* Extend the last segment when it ends where these bytes start. */
+    if (c->nsegs > c->seg_sent && c->segs[c->nsegs - 1].it == NULL &&
+        c->segs[c->nsegs - 1].off + c->segs[c->nsegs - 1].len == c->wlen) {
+        c->segs[c->nsegs - 1].len += (uint32_t)len;
+    } else {
+        if (!seg_reserve(c)) {
+            c->close_after_write = true;
+            return;
+        }
+        c->segs[c->nsegs++] = (struct out_seg){NULL, NULL, c->wlen, (uint32_t)len};
+    }
+    c->wlen += (uint32_t)len;
+}
+
+void conn_out_str(struct conn *c, const char *s)
+{
+    size_t n = strlen(s);
+    if (c->w->srv->verbose > 1) {
+        log_msg(LOG_DEBUG, ">%d %s", c->fd, s);
+    }
+    conn_out(c, s, n);
+    conn_out(c, "\r\n", 2);
+}
+
+void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len)
+{
+    if (!seg_reserve(c)) {
+        storage_release(c->w->srv->storage, &it);
+        c->close_after_write = true;
+        return;
+    }
+    c->segs[c->nsegs++] = (struct out_seg){it, ptr, 0, (uint32_t)len};
+}
+
+/* Writes queued output. Returns 1 when everything went out, 0 when the
+ * socket would block, -1 on error. */
+static int conn_flush(struct conn *c)
+{
+    struct thread_stats *ts = &c->w->stats;
+    while (c->seg_sent < c->nsegs) {
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        for (uint32_t i = c->seg_sent; i < c->nsegs && n < IOV_BATCH; i++, n++) {
+            const struct out_seg *s = &c->segs[i];
+            const char *base = s->it != NULL ? s->ptr : c->wbuf + s->off;
+            size_t skip = i == c->seg_sent ? c->seg_off : 0;
+            iov[n].iov_base = (void *)(base + skip);
+            iov[n].iov_len = s->len - skip;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t wr = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (wr < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        STAT_ADD(ts, bytes_written, (uint64_t)wr);
+        size_t left = (size_t)wr;
+        while (left > 0 && c->seg_sent < c->nsegs) {
+            struct out_seg *s = &c->segs[c->seg_sent];
+            size_t rest = s->len - c->seg_off;
+            if (left >= rest) {
+                left -= rest;
+                if (s->it != NULL) {
+                    storage_release(c->w->srv->storage, &s->it);
+                }
+                c->seg_sent++;
+                c->seg_off = 0;
+            } else {
+                c->seg_off += (uint32_t)left;
+                left = 0;
+            }
+        }
+    }
+    c->nsegs = c->seg_sent = c->seg_off = 0;
+    c->wlen = 0;
+    if (c->wsize > WBUF_KEEP || c->state == CONN_NEW_CMD) {
+        /* Idle connections hold no write buffer. */
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wsize = 0;
+    }
+    return 1;
+}
+
+static void set_events(struct conn *c, short flags)
+{
+    if (c->ev_flags == flags) {
+        return;
+    }
+    event_del(c->ev);
+    event_assign(c->ev, c->w->base, c->fd, flags, conn_event_cb, c);
+    event_add(c->ev, NULL);
+    c->ev_flags = flags;
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+/* Makes room to read at the end of the read buffer. */
+static bool rbuf_make_room(struct conn *c)
+{
+    if (c->rbuf == NULL) {
+        if (c->w->spare_rbuf != NULL) {
+            c->rbuf = c->w->spare_rbuf;
+            c->w->spare_rbuf = NULL;
+        } else {
+            c->rbuf = malloc(RBUF_SIZE);
+            if (c->rbuf == NULL) {
+                return false;
+            }
+        }
+        c->rsize = RBUF_SIZE;
+        c->rstart = c->rlen = 0;
+    }
+    if (c->rstart > 0 && c->rstart + c->rlen == c->rsize) {
+        memmove(c->rbuf, c->rbuf + c->rstart, c->rlen);
+        c->rstart = 0;
+    }
+    if (c->rlen == c->rsize) {
+        /* A single line longer than the buffer: only big multigets get here
+         * (the codec closes other long lines). */
+        if (c->rsize > INT_MAX / 2) {
+            return false;
+        }
+        char *nb = realloc(c->rbuf, (size_t)c->rsize * 2);
+        if (nb == NULL) {
+            return false;
+        }
+        c->rbuf = nb;
+        c->rsize *= 2;
+    }
+    return true;
+}
+
+/* One read() from the socket. Returns bytes read, 0 on EOF, -1 on error,
+ * -2 when nothing is there now. */
+static ssize_t conn_read(struct conn *c)
+{
+    char *dst;
+    size_t room;
+    bool into_item = c->state == CONN_NREAD && c->rlen == 0;
+    if (into_item) {
+        dst = storage_item_value(c->item) + c->item_done;
+        room = c->item_need - c->item_done;
+    } else {
+        if (!rbuf_make_room(c)) {
+            conn_out_str(c, "SERVER_ERROR out of memory reading request");
+            c->close_after_write = true;
+            return -2;
+        }
+        dst = c->rbuf + c->rstart + c->rlen;
+        room = c->rsize - c->rstart - c->rlen;
+    }
+    ssize_t n;
+    do {
+        n = read(c->fd, dst, room);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -2 : -1;
+    }
+    if (n > 0) {
+        STAT_ADD(&c->w->stats, bytes_read, (uint64_t)n);
+        if (into_item) {
+            c->item_done += (uint32_t)n;
+        } else {
+            c->rlen += (uint32_t)n;
+        }
+    }
+    return n;
+}
+
+static void consume(struct conn *c, size_t n)
+{
+    c->rstart += (uint32_t)n;
+    c->rlen -= (uint32_t)n;
+    if (c->rlen == 0) {
+        c->rstart = 0;
+    }
+}
+
+/* Runs buffered requests. Returns false when the connection must close now. */
+static bool conn_process(struct conn *c, bool *yielded)
+{
+    struct server *srv = c->w->srv;
+    int budget = srv->settings->reqs_per_event;
+    *yielded = false;
+    while (!c->close_after_write) {
+        if (c->state == CONN_NREAD) {
+            if (c->rlen > 0 && c->item_done < c->item_need) {
+                size_t n = c->item_need - c->item_done;
+                if (n > c->rlen) {
+                    n = c->rlen;
+                }
+                memcpy(storage_item_value(c->item) + c->item_done, c->rbuf + c->rstart, n);
+                c->item_done += (uint32_t)n;
+                consume(c, n);
+            }
+            if (c->item_done < c->item_need) {
+                return true;
+            }
+            c->state = CONN_NEW_CMD;
+            process_complete_nread(c);
+            continue;
+        }
+        if (c->state == CONN_SWALLOW) {
+            size_t n = c->swallow < c->rlen ? (size_t)c->swallow : c->rlen;
+            consume(c, n);
+            c->swallow -= n;
+            if (c->swallow > 0) {
+                return true;
+            }
+            c->state = CONN_NEW_CMD;
+            continue;
+        }
+        if (c->rlen == 0) {
+            return true;
+        }
+        if (!c->proto_known) {
+            c->proto_known = true;
+            unsigned char first = (unsigned char)c->rbuf[c->rstart];
+            enum binding_protocol bp = srv->settings->binding_protocol;
+            c->binary = bp == PROTO_BINARY || (bp == PROTO_AUTO && first == 0x80);
+            if (c->binary) {
+                /* The binary protocol arrives with a later change. */
+                if (srv->verbose > 0) {
+                    log_msg(LOG_INFO, "%d: binary protocol not supported yet, closing", c->fd);
+                }
+                return false;
+            }
+            if (srv->verbose > 1) {
+                log_msg(LOG_DEBUG, "%d: Client using the ascii protocol", c->fd);
+            }
+        }
+        if (budget-- <= 0) {
+            STAT_INCR(&c->w->stats, conn_yields);
+            *yielded = true;
+            return true;
+        }
+        struct text_request req;
+        size_t used = 0;
+        enum text_status st = text_parse(c->rbuf + c->rstart, c->rlen, &req, &used);
+        if (st == TEXT_NEED_MORE) {
+            return true;
+        }
+        if (st == TEXT_CLOSE) {
+            return false;
+        }
+        c->last_cmd_time = clock_now(&srv->clock);
+        /* The request's pointers stay valid until consume() below: process
+         * never reads from the socket. */
+        process_text(c, &req);
+        consume(c, used);
+    }
+    return true;
+}
+
+void conn_drive(struct conn *c)
+{
+    bool yielded = false;
+    if (!conn_process(c, &yielded)) {
+        conn_flush(c);
+        conn_close(c, "error");
+        return;
+    }
+    int fl = conn_flush(c);
+    if (fl < 0) {
+        conn_close(c, "error");
+        return;
+    }
+    if (fl == 0) {
+        set_events(c, EV_WRITE | EV_PERSIST);
+        return;
+    }
+    if (c->close_after_write || (c->peer_closed && !yielded)) {
+        conn_close(c, "normal");
+        return;
+    }
+    if (c->state == CONN_NEW_CMD && c->rlen == 0) {
+        free_rbuf(c);
+    }
+    set_events(c, EV_READ | EV_PERSIST);
+    if (yielded) {
+        event_active(c->ev, EV_READ, 0);
+    }
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    if (what & EV_WRITE) {
+        int fl = conn_flush(c);
+        if (fl < 0) {
+            conn_close(c, "error");
+            return;
+        }
+        if (fl == 0) {
+            return;
+        }
+        if (c->close_after_write) {
+            conn_close(c, "normal");
+            return;
+        }
+        /* Drained: go on with whatever was buffered while we waited. */
+        set_events(c, EV_READ | EV_PERSIST);
+        conn_drive(c);
+        return;
+    }
+    ssize_t n = conn_read(c);
+    if (n == -1) {
+        conn_close(c, "error");
+        return;
+    }
+    if (n == 0) {
+        /* The peer is done sending; answer what it sent, then close. */
+        c->peer_closed = true;
+    }
+    conn_drive(c);
+}

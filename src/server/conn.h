@@ -1,0 +1,96 @@
+/*
+ * conn.h - one client connection, owned by one worker thread for its life.
+ *
+ * A connection reads requests into its read buffer, hands whole requests to
+ * process.c, and collects the replies of one read batch as a list of output
+ * segments: bytes copied into its write buffer, or spans of item memory held
+ * by a reference (values are never copied). When the batch is done the
+ * segments go out in one writev. Storage-command data blocks are read
+ * straight into the new item's memory.
+ *
+ * Nothing but the owning worker touches a connection, except "stats conns",
+ * which reads a few fields under the server's stats_lock.
+ */
+#ifndef MEMSTASH_CONN_H
+#define MEMSTASH_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "text.h"
+
+struct worker;
+struct item;
+struct event;
+
+enum conn_state {
+    CONN_NEW_CMD = 0, /* waiting for / parsing a command line */
+    CONN_NREAD,       /* reading a data block into c->item */
+    CONN_SWALLOW,     /* discarding c->swallow bytes of a refused data block */
+    CONN_WRITE,       /* output pending, socket not writable */
+    CONN_CLOSING,     /* flush what is queued, then close */
+};
+
+/* A span of output: `it` NULL means bytes at wbuf + off. */
+struct out_seg {
+    struct item *it;
+    const char *ptr;
+    uint32_t off;
+    uint32_t len;
+};
+
+struct conn {
+    struct conn *next, *prev; /* the worker's list */
+    struct worker *w;
+    int fd;
+    enum conn_state state;
+    bool binary; /* protocol picked from the first byte */
+    bool proto_known;
+    bool close_after_write;
+    bool peer_closed; /* read() saw EOF: close once buffered requests are answered */
+    bool noreply;     /* current command's reply is suppressed */
+    struct event *ev;
+    short ev_flags;
+    rel_time_t last_cmd_time;
+    char peer[64];           /* "tcp:1.2.3.4:5678", for stats conns and logs */
+    const char *listen_addr; /* the listener's address (not owned) */
+
+    /* read side */
+    char *rbuf;
+    uint32_t rsize, rstart, rlen; /* buffer size, start of unparsed data, its length */
+
+    /* storage command in flight */
+    struct item *item;
+    enum text_cmd item_cmd;
+    uint64_t item_cas;
+    uint64_t item_hv;
+    uint32_t item_done; /* bytes of value+"\r\n" received so far */
+    uint32_t item_need; /* value length + 2 */
+    uint64_t swallow;   /* bytes left to discard */
+
+    /* write side */
+    char *wbuf;
+    uint32_t wsize, wlen;
+    struct out_seg *segs;
+    uint32_t nsegs, segcap, seg_sent; /* segments fully sent */
+    uint32_t seg_off;                 /* bytes sent of segs[seg_sent] */
+};
+
+/* Takes a connected, non-blocking socket into worker w. */
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr);
+/* Closes the socket, releases items and buffers, frees the connection. */
+void conn_close(struct conn *c, const char *reason);
+
+/* Output, for process.c. */
+void conn_out(struct conn *c, const void *data, size_t len);
+void conn_out_str(struct conn *c, const char *s); /* s followed by "\r\n" */
+/* Queues len bytes at ptr inside item it; takes over one reference to it. */
+void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len);
+/* Processes whatever the read buffer holds (used after a yield). */
+void conn_drive(struct conn *c);
+
+const char *conn_state_name(enum conn_state s);
+
+#endif

@@ -1,0 +1,29 @@
+/*
+ * listener.h - the sockets memstashd accepts on (-l/-p, -s) and the accept
+ * loop that enforces -c and hands connections to workers.
+ */
+#ifndef MEMSTASH_LISTENER_H
+#define MEMSTASH_LISTENER_H
+
+#include <stdbool.h>
+
+struct server;
+struct event;
+
+struct listener {
+    int fd;
+    char name[96]; /* "tcp:127.0.0.1:11211", "unix:/path" */
+    bool is_unix;
+    struct event *ev;
+};
+
+/* Binds and listens on every configured address. Prints memcached's
+ * message and returns non-zero (an exit code) on failure. Runs before
+ * privileges are dropped and before daemonizing. */
+int listeners_open(struct server *srv);
+/* Starts accepting on srv->main_base. */
+int listeners_start(struct server *srv);
+/* Closes every listening socket (and unlinks the unix socket path). */
+void listeners_close(struct server *srv);
+
+#endif

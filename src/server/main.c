@@ -1,0 +1,171 @@
+/*
+ * main.c - memstashd: parses the command line, then sets up each module in
+ * order (limits, storage, listeners, privileges, daemon, workers, background,
+ * pid file, signals), runs the main loop, and tears down in reverse.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "background.h"
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+#include "settings.h"
+#include "storage.h"
+
+static struct event *shutdown_ev;
+
+void server_request_shutdown(struct server *srv, int mode)
+{
+    int expected = 0;
+    __atomic_compare_exchange_n(&srv->shutdown_mode, &expected, mode, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    event_active(shutdown_ev, EV_READ, 0);
+}
+
+static void shutdown_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(srv->main_base);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)what;
+    if (sig == SIGHUP) {
+        if (srv->verbose > 0) {
+            log_msg(LOG_INFO, "SIGHUP received: nothing to reload");
+        }
+        return;
+    }
+    server_request_shutdown(srv, sig == SIGUSR1 ? 2 : 1);
+}
+
+static void storage_options_from(const struct settings *s, struct storage_options *o)
+{
+    storage_options_default(o);
+    o->maxbytes = s->maxbytes;
+    o->item_size_max = s->item_size_max;
+    o->growth_factor = s->factor;
+    o->chunk_min = (size_t)s->chunk_size;
+    o->hashpower = s->hashpower_init > 0 ? (unsigned)s->hashpower_init : 16;
+    o->no_evict = s->no_evict;
+    o->use_cas = s->use_cas;
+    o->hash_expand = s->hash_expand;
+}
+
+int main(int argc, char **argv)
+{
+    struct settings settings;
+    struct server srv;
+    struct event *signals[4] = {NULL};
+    int rc;
+
+    settings_init(&settings);
+    rc = settings_parse(&settings, argc, argv);
+    if (rc != 0) {
+        settings_deinit(&settings);
+        return rc == SETTINGS_EXIT_OK ? 0 : rc;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    memset(&srv, 0, sizeof(srv));
+    srv.settings = &settings;
+    srv.verbose = settings.verbose;
+    pthread_mutex_init(&srv.stats_lock, NULL);
+    clock_init(&srv.clock, time(NULL));
+    srv.counters.reserved_fds = 5 * (uint64_t)settings.num_threads;
+
+    char *pidfile = daemon_abspath(settings.pidfile);
+    rc = daemon_check_user(&settings);
+    if (rc == 0) {
+        rc = daemon_set_limits(&settings, (int)srv.counters.reserved_fds + 16);
+    }
+    struct storage_options sopts;
+    storage_options_from(&settings, &sopts);
+    if (rc == 0 && storage_create(&srv.storage, &sopts) != STORAGE_OK) {
+        fprintf(stderr, "failed to set up the storage engine\n");
+        rc = EX_OSERR;
+    }
+    if (rc == 0) {
+        srv.registry_size = settings.maxconns + (int)srv.counters.reserved_fds + 64;
+        srv.registry = calloc((size_t)srv.registry_size, sizeof(*srv.registry));
+        rc = srv.registry == NULL ? EX_OSERR : 0;
+    }
+    if (rc == 0) {
+        rc = listeners_open(&srv);
+    }
+    if (rc == 0) {
+        rc = daemon_drop_privileges(&settings);
+    }
+    if (rc == 0 && settings.daemonize) {
+        rc = daemon_detach(&settings);
+    }
+    if (rc == 0) {
+        evthread_use_pthreads();
+        srv.main_base = event_base_new();
+        rc = srv.main_base == NULL ? EX_OSERR : 0;
+    }
+    if (rc == 0) {
+        shutdown_ev = event_new(srv.main_base, -1, 0, shutdown_cb, &srv);
+        const int sigs[4] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+        for (int i = 0; i < 4; i++) {
+            signals[i] = evsignal_new(srv.main_base, sigs[i], signal_cb, &srv);
+            event_add(signals[i], NULL);
+        }
+        if (workers_start(&srv) != 0 || background_start(&srv) != 0 || listeners_start(&srv) != 0) {
+            fprintf(stderr, "failed to start threads\n");
+            rc = EX_OSERR;
+        }
+    }
+    if (rc == 0 && pidfile != NULL) {
+        rc = daemon_write_pidfile(pidfile);
+    }
+    if (rc == 0) {
+        if (srv.verbose > 1) {
+            for (int i = 0; i < srv.nlisteners; i++) {
+                log_msg(LOG_DEBUG, "<%d server listening (%s) on %s", srv.listeners[i].fd,
+                        settings_protocol_name(settings.binding_protocol), srv.listeners[i].name);
+            }
+        }
+        event_base_dispatch(srv.main_base);
+        if (srv.verbose > 0) {
+            log_msg(LOG_INFO, srv.shutdown_mode == 2 ? "Gracefully stopping" : "Exiting normally");
+        }
+        daemon_remove_pidfile(pidfile);
+    }
+
+    /* Teardown, in reverse. */
+    listeners_close(&srv);
+    workers_stop(&srv);
+    background_stop(&srv);
+    for (int i = 0; i < 4; i++) {
+        if (signals[i] != NULL) {
+            event_free(signals[i]);
+        }
+    }
+    if (shutdown_ev != NULL) {
+        event_free(shutdown_ev);
+    }
+    if (srv.main_base != NULL) {
+        event_base_free(srv.main_base);
+    }
+    storage_destroy(&srv.storage);
+    free(srv.registry);
+    pthread_mutex_destroy(&srv.stats_lock);
+    free(pidfile);
+    settings_deinit(&settings);
+    libevent_global_shutdown();
+    return rc;
+}

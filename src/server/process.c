@@ -1,0 +1,425 @@
+/*
+ * process.c - text-protocol requests run against storage, with memcached
+ * 1.6.18's replies and counters.
+ */
+#include "process.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "numparse.h"
+#include "server.h"
+#include "storage.h"
+
+static struct server *srv_of(struct conn *c)
+{
+    return c->w->srv;
+}
+
+/* Queues a one-line reply unless the command asked for no reply. */
+static void reply(struct conn *c, const char *line)
+{
+    if (c->noreply) {
+        if (srv_of(c)->verbose > 1) {
+            log_msg(LOG_DEBUG, ">%d NOREPLY %s", c->fd, line);
+        }
+        return;
+    }
+    conn_out_str(c, line);
+}
+
+static void process_get(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    struct thread_stats *ts = &c->w->stats;
+    bool with_cas = req->cmd == TEXT_CMD_GETS || req->cmd == TEXT_CMD_GATS;
+    bool touch = req->cmd == TEXT_CMD_GAT || req->cmd == TEXT_CMD_GATS;
+    rel_time_t now = clock_now(&srv->clock);
+    rel_time_t exptime = touch ? clock_realtime(&srv->clock, req->exptime) : 0;
+    const char *p = req->keys;
+    const char *end = req->keys + req->keys_len;
+    struct text_token key;
+
+    while (text_next_token(&p, end, &key)) {
+        uint64_t hv = storage_hash(key.p, key.len);
+        enum storage_get_outcome why;
+        struct item *it;
+        if (touch) {
+            it = storage_get_touch(srv->storage, key.p, key.len, hv, now, exptime, &why);
+            STAT_INCR(ts, touch_cmds);
+            if (it != NULL) {
+                STAT_INCR(ts, touch_hits);
+            } else {
+                STAT_INCR(ts, touch_misses);
+            }
+        } else {
+            it = storage_get(srv->storage, key.p, key.len, hv, now, &why);
+            STAT_INCR(ts, get_cmds);
+            if (it != NULL) {
+                STAT_INCR(ts, get_hits);
+            } else {
+                STAT_INCR(ts, get_misses);
+                if (why == STORAGE_EXPIRED) {
+                    STAT_INCR(ts, get_expired);
+                } else if (why == STORAGE_FLUSHED) {
+                    STAT_INCR(ts, get_flushed);
+                }
+            }
+        }
+        if (it == NULL) {
+            continue;
+        }
+        char hdr[TEXT_VALUE_HEADER_MAX];
+        size_t nbytes = storage_item_nbytes(it);
+        size_t n =
+            text_compose_value(hdr, storage_item_key(it), storage_item_nkey(it),
+                               storage_item_flags(it), nbytes, with_cas, storage_item_cas(it));
+        if (srv->verbose > 1) {
+            log_msg(LOG_DEBUG, ">%d sending key %.*s", c->fd, (int)key.len, key.p);
+        }
+        conn_out(c, hdr, n);
+        conn_out_item(c, it, storage_item_value(it), nbytes + 2);
+    }
+    if (srv->verbose > 1) {
+        log_msg(LOG_DEBUG, ">%d END", c->fd);
+    }
+    conn_out(c, "END\r\n", 5);
+}
+
+static enum storage_op store_op(enum text_cmd cmd)
+{
+    switch (cmd) {
+    case TEXT_CMD_ADD:
+        return STORAGE_ADD;
+    case TEXT_CMD_REPLACE:
+        return STORAGE_REPLACE;
+    case TEXT_CMD_APPEND:
+        return STORAGE_APPEND;
+    case TEXT_CMD_PREPEND:
+        return STORAGE_PREPEND;
+    case TEXT_CMD_CAS:
+        return STORAGE_CAS;
+    default:
+        return STORAGE_SET;
+    }
+}
+
+static void process_update(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    rel_time_t now = clock_now(&srv->clock);
+    uint64_t hv = storage_hash(req->key.p, req->key.len);
+    struct item *it = NULL;
+    int rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
+                           clock_realtime(&srv->clock, req->exptime), req->bytes, now, &it);
+    if (rc != STORAGE_OK) {
+        if (rc == STORAGE_E2BIG) {
+            STAT_INCR(&c->w->stats, store_too_large);
+            reply(c, "SERVER_ERROR object too large for cache");
+        } else {
+            STAT_INCR(&c->w->stats, store_no_memory);
+            reply(c, "SERVER_ERROR out of memory storing object");
+        }
+        /* Swallow the data block, and drop the old value so that a failed
+         * update never leaves stale data behind (as memcached does). */
+        c->swallow = (uint64_t)req->bytes + 2;
+        c->state = CONN_SWALLOW;
+        bool found, mismatch;
+        storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch);
+        return;
+    }
+    c->item = it;
+    c->item_cmd = req->cmd;
+    c->item_cas = req->cas;
+    c->item_hv = hv;
+    c->item_done = 0;
+    c->item_need = req->bytes + 2;
+    c->state = CONN_NREAD;
+}
+
+void process_complete_nread(struct conn *c)
+{
+    struct server *srv = srv_of(c);
+    struct thread_stats *ts = &c->w->stats;
+    struct item *it = c->item;
+    const char *end = storage_item_value(it) + storage_item_nbytes(it);
+
+    c->item = NULL;
+    STAT_INCR(ts, set_cmds);
+    if (end[0] != '\r' || end[1] != '\n') {
+        reply(c, "CLIENT_ERROR bad data chunk");
+        storage_release(srv->storage, &it);
+        return;
+    }
+    enum storage_store_outcome out = STORAGE_NOT_STORED;
+    int rc = storage_store(srv->storage, it, store_op(c->item_cmd), c->item_cas, c->item_hv,
+                           clock_now(&srv->clock), &out, NULL);
+    storage_release(srv->storage, &it);
+    if (rc == STORAGE_ENOMEM && c->item_cmd != TEXT_CMD_APPEND && c->item_cmd != TEXT_CMD_PREPEND) {
+        STAT_INCR(ts, store_no_memory);
+        reply(c, "SERVER_ERROR out of memory storing object");
+        return;
+    }
+    if (rc != STORAGE_OK) {
+        /* An append/prepend whose joined value cannot be allocated is not
+         * stored, as in memcached. */
+        out = STORAGE_NOT_STORED;
+    }
+    if (c->item_cmd == TEXT_CMD_CAS) {
+        if (out == STORAGE_STORED) {
+            STAT_INCR(ts, cas_hits);
+        } else if (out == STORAGE_EXISTS) {
+            STAT_INCR(ts, cas_badval);
+        } else if (out == STORAGE_NOT_FOUND) {
+            STAT_INCR(ts, cas_misses);
+        }
+    }
+    switch (out) {
+    case STORAGE_STORED:
+        reply(c, "STORED");
+        break;
+    case STORAGE_EXISTS:
+        reply(c, "EXISTS");
+        break;
+    case STORAGE_NOT_FOUND:
+        reply(c, "NOT_FOUND");
+        break;
+    default:
+        reply(c, "NOT_STORED");
+        break;
+    }
+}
+
+static void process_delete(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    bool found = false, mismatch = false;
+    uint64_t hv = storage_hash(req->key.p, req->key.len);
+    storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, clock_now(&srv->clock), &found,
+                   &mismatch);
+    if (found) {
+        STAT_INCR(&c->w->stats, delete_hits);
+        reply(c, "DELETED");
+    } else {
+        STAT_INCR(&c->w->stats, delete_misses);
+        reply(c, "NOT_FOUND");
+    }
+}
+
+static void process_arith(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    struct thread_stats *ts = &c->w->stats;
+    bool incr = req->cmd == TEXT_CMD_INCR;
+    struct storage_arith a = {.incr = incr, .delta = req->delta};
+    enum storage_arith_outcome out = STORAGE_ARITH_NOT_FOUND;
+    uint64_t value = 0;
+    uint64_t hv = storage_hash(req->key.p, req->key.len);
+    int rc = storage_arith(srv->storage, req->key.p, req->key.len, hv, &a, clock_now(&srv->clock),
+                           &out, &value, NULL);
+    if (rc != STORAGE_OK) {
+        reply(c, "SERVER_ERROR out of memory");
+        return;
+    }
+    switch (out) {
+    case STORAGE_ARITH_OK: {
+        char num[24];
+        num[num_format_u64(num, value)] = '\0';
+        if (incr) {
+            STAT_INCR(ts, incr_hits);
+        } else {
+            STAT_INCR(ts, decr_hits);
+        }
+        reply(c, num);
+        break;
+    }
+    case STORAGE_ARITH_NON_NUMERIC:
+        reply(c, "CLIENT_ERROR cannot increment or decrement non-numeric value");
+        break;
+    default:
+        if (incr) {
+            STAT_INCR(ts, incr_misses);
+        } else {
+            STAT_INCR(ts, decr_misses);
+        }
+        reply(c, "NOT_FOUND");
+        break;
+    }
+}
+
+static void process_touch(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    struct thread_stats *ts = &c->w->stats;
+    uint64_t hv = storage_hash(req->key.p, req->key.len);
+    struct item *it =
+        storage_get_touch(srv->storage, req->key.p, req->key.len, hv, clock_now(&srv->clock),
+                          clock_realtime(&srv->clock, req->exptime), NULL);
+    STAT_INCR(ts, touch_cmds);
+    if (it != NULL) {
+        STAT_INCR(ts, touch_hits);
+        storage_release(srv->storage, &it);
+        reply(c, "TOUCHED");
+    } else {
+        STAT_INCR(ts, touch_misses);
+        reply(c, "NOT_FOUND");
+    }
+}
+
+static void process_flush_all(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    STAT_INCR(&c->w->stats, flush_cmds);
+    if (!srv->settings->flush_enabled) {
+        reply(c, "CLIENT_ERROR flush_all not allowed");
+        return;
+    }
+    rel_time_t now = clock_now(&srv->clock);
+    rel_time_t when = req->exptime > 0 ? clock_realtime(&srv->clock, req->exptime) : now;
+    storage_flush(srv->storage, when, now);
+    reply(c, "OK");
+}
+
+static void process_memlimit(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    uint64_t mb = req->delta;
+    if (mb < 8) {
+        reply(c, "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m");
+    } else if (mb > 1000000000) {
+        reply(c, "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
+    } else if (storage_set_memlimit(srv->storage, (size_t)mb * 1024 * 1024) != STORAGE_OK) {
+        reply(c, "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
+    } else {
+        if (srv->verbose > 0) {
+            log_msg(LOG_INFO, "maxbytes adjusted to %" PRIu64 "m", mb);
+        }
+        reply(c, "OK");
+    }
+}
+
+static void emit_stat(void *ctx, const char *name, const char *value)
+{
+    struct conn *c = ctx;
+    char line[512];
+    int n = snprintf(line, sizeof(line), "STAT %s %s\r\n", name, value);
+    if (n > 0) {
+        conn_out(c, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    }
+}
+
+static void process_stats(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    if (req->nargs == 1) {
+        stats_render_general(srv, emit_stat, c);
+    } else {
+        const struct text_token *sub = &req->args[1];
+#define SUB_IS(s) (sub->len == sizeof(s) - 1 && memcmp(sub->p, s, sub->len) == 0)
+        if (SUB_IS("reset")) {
+            server_reset_stats(srv);
+            conn_out_str(c, "RESET");
+            return;
+        } else if (SUB_IS("settings")) {
+            settings_render(srv->settings, emit_stat, c);
+        } else if (SUB_IS("items")) {
+            stats_render_items(srv, emit_stat, c);
+        } else if (SUB_IS("slabs")) {
+            stats_render_slabs(srv, emit_stat, c);
+        } else if (SUB_IS("sizes")) {
+            emit_stat(c, "sizes_status", "disabled");
+        } else if (SUB_IS("conns")) {
+            stats_render_conns(srv, emit_stat, c);
+        } else {
+            conn_out_str(c, "ERROR");
+            return;
+        }
+#undef SUB_IS
+    }
+    conn_out(c, "END\r\n", 5);
+}
+
+void process_text(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    if (srv->verbose > 1) {
+        log_msg(LOG_DEBUG, "<%d %.*s", c->fd, (int)req->line_len, req->line);
+    }
+    c->noreply = req->noreply;
+    switch (req->cmd) {
+    case TEXT_CMD_GET:
+    case TEXT_CMD_GETS:
+    case TEXT_CMD_GAT:
+    case TEXT_CMD_GATS:
+        process_get(c, req);
+        break;
+    case TEXT_CMD_SET:
+    case TEXT_CMD_ADD:
+    case TEXT_CMD_REPLACE:
+    case TEXT_CMD_APPEND:
+    case TEXT_CMD_PREPEND:
+    case TEXT_CMD_CAS:
+        process_update(c, req);
+        break;
+    case TEXT_CMD_DELETE:
+        process_delete(c, req);
+        break;
+    case TEXT_CMD_INCR:
+    case TEXT_CMD_DECR:
+        process_arith(c, req);
+        break;
+    case TEXT_CMD_TOUCH:
+        process_touch(c, req);
+        break;
+    case TEXT_CMD_STATS:
+        process_stats(c, req);
+        break;
+    case TEXT_CMD_FLUSH_ALL:
+        process_flush_all(c, req);
+        break;
+    case TEXT_CMD_VERSION:
+        conn_out_str(c, "VERSION " MEMSTASH_VERSION);
+        break;
+    case TEXT_CMD_VERBOSITY:
+        srv->verbose = req->delta > 2 ? 2 : (int)req->delta;
+        reply(c, "OK");
+        break;
+    case TEXT_CMD_QUIT:
+        c->close_after_write = true;
+        break;
+    case TEXT_CMD_SHUTDOWN:
+        if (!srv->settings->shutdown_command) {
+            conn_out_str(c, "ERROR: shutdown not enabled");
+            break;
+        }
+        server_request_shutdown(srv, req->graceful ? 2 : 1);
+        c->close_after_write = true;
+        break;
+    case TEXT_CMD_CACHE_MEMLIMIT:
+        process_memlimit(c, req);
+        break;
+    case TEXT_CMD_META:
+        /* The meta protocol arrives with a later change. */
+        conn_out_str(c, "ERROR");
+        break;
+    case TEXT_CMD_ERROR:
+    default:
+        /* memcached checks -A and -F (and counts cmd_flush) before it looks
+         * at the arguments. */
+        if (req->err_cmd == TEXT_CMD_SHUTDOWN && !srv->settings->shutdown_command) {
+            conn_out_str(c, "ERROR: shutdown not enabled");
+            break;
+        }
+        if (req->err_cmd == TEXT_CMD_FLUSH_ALL) {
+            STAT_INCR(&c->w->stats, flush_cmds);
+            if (!srv->settings->flush_enabled) {
+                reply(c, "CLIENT_ERROR flush_all not allowed");
+                break;
+            }
+        }
+        reply(c, text_error_string(req->err));
+        break;
+    }
+}

@@ -1,0 +1,215 @@
+/*
+ * worker.c - worker threads. Each runs its own libevent base and owns the
+ * connections handed to it for their whole life. The listener thread passes
+ * new sockets through a mutex-guarded queue and an eventfd.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+
+struct pending_conn {
+    struct pending_conn *next;
+    int fd;
+    const char *listen_addr;
+};
+
+static void peer_name(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+        snprintf(out, cap, "?");
+        return;
+    }
+    char host[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        snprintf(out, cap, "tcp:%s:%u", host, ntohs(sin->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        snprintf(out, cap, "tcp6:[%s]:%u", host, ntohs(sin6->sin6_port));
+    } else if (ss.ss_family == AF_UNIX) {
+        snprintf(out, cap, "unix:");
+    } else {
+        snprintf(out, cap, "?:<AF %d>", ss.ss_family);
+    }
+}
+
+static void worker_close_all(struct worker *w, const char *reason)
+{
+    while (w->conns != NULL) {
+        conn_close(w->conns, reason);
+    }
+}
+
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t v;
+    (void)what;
+    ssize_t r = read(fd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&w->queue_lock);
+    struct pending_conn *list = w->queue_head;
+    w->queue_head = w->queue_tail = NULL;
+    bool stopping = w->stopping;
+    pthread_mutex_unlock(&w->queue_lock);
+
+    while (list != NULL) {
+        struct pending_conn *p = list;
+        list = p->next;
+        char peer[64];
+        peer_name(p->fd, peer, sizeof(peer));
+        if (stopping || conn_create(w, p->fd, peer, p->listen_addr) == NULL) {
+            close(p->fd);
+            __atomic_sub_fetch(&w->srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+        }
+        free(p);
+    }
+    if (stopping) {
+        worker_close_all(w, "shutdown");
+        event_base_loopbreak(w->base);
+    }
+}
+
+/* Once a second: close connections idle past -o idle_timeout. */
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int timeout = w->srv->settings->idle_timeout;
+    rel_time_t now = clock_now(&w->srv->clock);
+    (void)fd;
+    (void)what;
+    struct conn *c = w->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        if (c->state == CONN_NEW_CMD && c->rlen == 0 && c->nsegs == 0 &&
+            now - c->last_cmd_time > (rel_time_t)timeout) {
+            STAT_INCR(&w->stats, idle_kicks);
+            conn_close(c, "idle_timeout");
+        }
+        c = next;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int workers_start(struct server *srv)
+{
+    srv->nworkers = (unsigned)srv->settings->num_threads;
+    srv->workers = calloc(srv->nworkers, sizeof(struct worker));
+    if (srv->workers == NULL) {
+        return -1;
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->srv = srv;
+        w->id = i;
+        pthread_mutex_init(&w->queue_lock, NULL);
+        w->base = event_base_new();
+        w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->base == NULL || w->notify_fd < 0) {
+            log_msg(LOG_ERROR, "failed to set up worker thread %u: %s", i, strerror(errno));
+            return -1;
+        }
+        w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
+        event_add(w->notify_ev, NULL);
+        if (srv->settings->idle_timeout > 0) {
+            struct timeval one = {1, 0};
+            w->tick_ev = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+            event_add(w->tick_ev, &one);
+        }
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            log_msg(LOG_ERROR, "failed to start worker thread %u", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void worker_notify(struct worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->notify_fd, &one, sizeof(one));
+    (void)r;
+}
+
+void workers_dispatch(struct server *srv, int fd, const char *listen_addr)
+{
+    struct worker *w = &srv->workers[srv->next_worker++ % srv->nworkers];
+    struct pending_conn *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        close(fd);
+        __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    p->next = NULL;
+    p->fd = fd;
+    p->listen_addr = listen_addr;
+    pthread_mutex_lock(&w->queue_lock);
+    if (w->queue_tail != NULL) {
+        w->queue_tail->next = p;
+    } else {
+        w->queue_head = p;
+    }
+    w->queue_tail = p;
+    pthread_mutex_unlock(&w->queue_lock);
+    worker_notify(w);
+}
+
+void workers_stop(struct server *srv)
+{
+    if (srv->workers == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        pthread_mutex_lock(&w->queue_lock);
+        w->stopping = true;
+        pthread_mutex_unlock(&w->queue_lock);
+        worker_notify(w);
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (w->thread) {
+            pthread_join(w->thread, NULL);
+        }
+        if (w->tick_ev) {
+            event_free(w->tick_ev);
+        }
+        if (w->notify_ev) {
+            event_free(w->notify_ev);
+        }
+        if (w->notify_fd >= 0) {
+            close(w->notify_fd);
+        }
+        free(w->spare_rbuf);
+        if (w->base) {
+            event_base_free(w->base);
+        }
+        pthread_mutex_destroy(&w->queue_lock);
+    }
+    free(srv->workers);
+    srv->workers = NULL;
+    srv->nworkers = 0;
+}
