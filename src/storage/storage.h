@@ -198,9 +198,10 @@ int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
                   const struct storage_arith *a, rel_time_t now,
                   enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out);
 
-/* Invalidates every item last stored at or before `when` once `now` reaches
- * `when`; with when <= now, every item stored before this call. Memory is
- * reclaimed lazily and by storage_maintain(). */
+/* With when <= now: invalidates every item stored before this call (items
+ * stored later in the same second survive). With when > now: from `when - 1`
+ * on, invalidates every item last stored at or before `when - 1` (memcached's
+ * rule). Memory is reclaimed lazily and by storage_maintain(). */
 void storage_flush(struct storage *st, rel_time_t when, rel_time_t now);
 
 /* Changes the memory limit at run time. Lowering it does not free pages that

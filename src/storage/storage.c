@@ -1,0 +1,865 @@
+/*
+ * storage.c - the storage engine's public API (see storage.h): items,
+ * lookups, mutations, flush, background maintenance and statistics.
+ *
+ * Lock order (complete; the same as in storage.h):
+ *     item stripe lock  ->  class lock  ->  page lock
+ * - A request takes the stripe lock of its key's hash, and while holding it
+ *   may take class locks one at a time (linking, unlinking, allocating).
+ * - Code holding a class lock (eviction, the crawler, page stealing) reaches
+ *   items' stripe locks with pthread_mutex_trylock only, and skips on failure.
+ * - No thread holds two stripe locks, except htab_lock_all(), which takes all
+ *   of them in index order while holding nothing else; nor two class locks.
+ * - flush_lock is a leaf: held alone, for a few stores.
+ * - storage_maintain() runs in one thread at a time (an atomic flag, not a
+ *   lock: a second caller returns at once).
+ *
+ * Reads (storage_get) take only the stripe lock. A hit sets the item's SIEVE
+ * "visited" byte and its FETCHED bit with atomic stores and never takes a
+ * class lock.
+ *
+ * Item fields of a linked item change under its stripe lock. exptime, time,
+ * cas, visited, iflags and refcount are also read from the class side
+ * without the stripe lock, so those are accessed with __atomic builtins.
+ *
+ * Flush. An item is flushed when its CAS sequence is below oldest_cas (set by
+ * an immediate flush to the next CAS to be handed out, so items stored after
+ * the flush in the same second survive), or when its last-store time is at or
+ * before a delayed flush point (oldest_live = when - 1, as memcached does)
+ * that has been reached, or at or before an earlier delayed point that is
+ * still in force (flush_done).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "numparse.h"
+#include "storage_int.h"
+
+void storage_options_default(struct storage_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->maxbytes = (size_t)64 << 20;
+    o->item_size_max = (size_t)1 << 20;
+    o->growth_factor = 1.25;
+    o->chunk_min = 48;
+    o->hashpower = 16;
+    o->no_evict = false;
+    o->use_cas = true;
+    o->hash_expand = true;
+}
+
+const char *storage_strerror(int err)
+{
+    switch (err) {
+    case STORAGE_OK:
+        return "success";
+    case STORAGE_ENOMEM:
+        return "out of memory";
+    case STORAGE_E2BIG:
+        return "item too large";
+    case STORAGE_EINVAL:
+        return "invalid argument";
+    default:
+        return "unknown error";
+    }
+}
+
+uint64_t storage_hash(const void *key, size_t nkey)
+{
+    return XXH3_64bits(key, nkey);
+}
+
+static size_t storage_pages_for(const struct storage *st, size_t maxbytes)
+{
+    if (maxbytes == 0) {
+        return SIZE_MAX; /* memcached: -m 0 sets no limit */
+    }
+    size_t n = maxbytes / st->page_size;
+    return n > 0 ? n : 1;
+}
+
+int storage_create(struct storage **out, const struct storage_options *opts)
+{
+    *out = NULL;
+    if (opts == NULL || !(opts->growth_factor > 1.0) || opts->item_size_max < 1024 ||
+        opts->item_size_max > ((size_t)1 << 30) || opts->hashpower > STORAGE_HASHPOWER_MAX) {
+        return STORAGE_EINVAL;
+    }
+    struct storage *st = aligned_alloc(64, (sizeof(*st) + 63) & ~(size_t)63);
+    if (st == NULL) {
+        return STORAGE_ENOMEM;
+    }
+    memset(st, 0, sizeof(*st));
+    st->opts = *opts;
+    st->item_max = opts->item_size_max & ~(size_t)7;
+    st->page_size = st->item_max > STORAGE_PAGE_SIZE ? st->item_max : STORAGE_PAGE_SIZE;
+    st->pages_max = storage_pages_for(st, opts->maxbytes);
+    st->next_cas = 1;
+
+    unsigned power = opts->hashpower == 0 ? 16 : opts->hashpower;
+    if (power < STORAGE_HASHPOWER_MIN) {
+        power = STORAGE_HASHPOWER_MIN;
+    }
+    int rc = slab_setup(st);
+    if (rc != 0) {
+        for (unsigned c = 1; c <= st->nclasses; c++) {
+            pthread_mutex_destroy(&st->classes[c].lock);
+        }
+        free(st);
+        return rc;
+    }
+    if (htab_setup(st, power) != 0) {
+        slab_teardown(st);
+        free(st);
+        return STORAGE_ENOMEM;
+    }
+    pthread_mutex_init(&st->page_lock, NULL);
+    pthread_mutex_init(&st->flush_lock, NULL);
+    for (unsigned i = 0; i < STORAGE_STRIPES; i++) {
+        pthread_mutex_init(&st->stripes[i].lock, NULL);
+    }
+    *out = st;
+    return 0;
+}
+
+void storage_destroy(struct storage **stp)
+{
+    struct storage *st = *stp;
+    if (st == NULL) {
+        return;
+    }
+    slab_teardown(st);
+    htab_teardown(st);
+    for (unsigned i = 0; i < STORAGE_STRIPES; i++) {
+        pthread_mutex_destroy(&st->stripes[i].lock);
+    }
+    pthread_mutex_destroy(&st->page_lock);
+    pthread_mutex_destroy(&st->flush_lock);
+    free(st);
+    *stp = NULL;
+}
+
+/* ---- items ------------------------------------------------------------- */
+
+const char *storage_item_key(const struct item *it)
+{
+    return it->data;
+}
+
+size_t storage_item_nkey(const struct item *it)
+{
+    return it->nkey;
+}
+
+uint32_t storage_item_flags(const struct item *it)
+{
+    return it->flags;
+}
+
+char *storage_item_value(struct item *it)
+{
+    return it->data + it->nkey;
+}
+
+size_t storage_item_nbytes(const struct item *it)
+{
+    return it->nbytes;
+}
+
+uint64_t storage_item_cas(const struct item *it)
+{
+    if (item_iflags(it) & ITEM_NOCAS) {
+        return 0;
+    }
+    return __atomic_load_n(&it->cas, __ATOMIC_RELAXED);
+}
+
+rel_time_t storage_item_exptime(const struct item *it)
+{
+    return __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+}
+
+size_t storage_item_total(const struct item *it)
+{
+    return item_total(it);
+}
+
+bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes)
+{
+    return nkey <= STORAGE_KEY_MAX && nbytes <= st->item_max &&
+           ITEM_HEADER_SIZE + nkey + nbytes + 2 <= st->item_max;
+}
+
+enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now)
+{
+    uint64_t oldest_cas = __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED);
+    if (oldest_cas != 0 && __atomic_load_n(&it->cas, __ATOMIC_RELAXED) < oldest_cas) {
+        return ITEM_FLUSHED;
+    }
+    rel_time_t t = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+    rel_time_t done = __atomic_load_n(&st->flush_done, __ATOMIC_RELAXED);
+    if (done != 0 && t <= done) {
+        return ITEM_FLUSHED;
+    }
+    rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
+    if (live != 0 && live <= now && t <= live) {
+        return ITEM_FLUSHED;
+    }
+    rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    if (exp != 0 && exp <= now) {
+        return ITEM_EXPIRED;
+    }
+    return ITEM_ALIVE;
+}
+
+static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
+                      rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out)
+{
+    *out = NULL;
+    if (nkey == 0 || nkey > STORAGE_KEY_MAX) {
+        return STORAGE_EINVAL;
+    }
+    if (!storage_item_size_ok(st, nkey, nbytes)) {
+        return STORAGE_E2BIG;
+    }
+    unsigned clsid = slab_class_for(st, ITEM_HEADER_SIZE + nkey + nbytes + 2);
+    struct item *it = slab_alloc(st, clsid, now);
+    if (it == NULL) {
+        return STORAGE_ENOMEM;
+    }
+    it->h_next = NULL;
+    it->cas = 0;
+    it->exptime = exptime;
+    it->time = now;
+    it->flags = flags;
+    it->nbytes = (uint32_t)nbytes;
+    it->nkey = (uint8_t)nkey;
+    it->visited = 0;
+    /* Page stealing may look at the flags of a chunk it does not own. */
+    __atomic_store_n(&it->iflags, st->opts.use_cas ? 0 : ITEM_NOCAS, __ATOMIC_RELEASE);
+    memcpy(it->data, key, nkey);
+    memcpy(it->data + nkey + nbytes, "\r\n", 2);
+    *out = it;
+    return 0;
+}
+
+int storage_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
+                  rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out)
+{
+    return item_alloc(st, key, nkey, flags, exptime, nbytes, now, out);
+}
+
+void storage_release(struct storage *st, struct item **itp)
+{
+    struct item *it = *itp;
+    if (it == NULL) {
+        return;
+    }
+    *itp = NULL;
+    if (__atomic_sub_fetch(&it->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+        struct slab_class *cls = &st->classes[it->clsid];
+        pthread_mutex_lock(&cls->lock);
+        slab_free_locked(cls, it);
+        pthread_mutex_unlock(&cls->lock);
+    }
+}
+
+/* ---- link and unlink --------------------------------------------------- */
+
+/* Links an unlinked item: new CAS, store time `now`, a reference for the
+ * table. The caller holds the stripe lock of hv. */
+static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, rel_time_t now)
+{
+    struct slab_class *cls = &st->classes[it->clsid];
+    __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&it->visited, 0, __ATOMIC_RELAXED);
+    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
+    htab_insert(st, it, hv);
+    pthread_mutex_lock(&cls->lock);
+    slab_queue_push_locked(cls, it);
+    __atomic_fetch_or(&it->iflags, ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&cls->number, 1, __ATOMIC_RELAXED);
+    cls->mem_requested += item_total(it);
+    cls->total_items++;
+    pthread_mutex_unlock(&cls->lock);
+}
+
+void item_unlink_cls_locked(struct storage *st, struct slab_class *cls, struct item *it,
+                            uint64_t hv)
+{
+    htab_remove(st, it, hv);
+    slab_queue_remove_locked(cls, it);
+    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&cls->number, 1, __ATOMIC_RELAXED);
+    cls->mem_requested -= item_total(it);
+    if (__atomic_sub_fetch(&it->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+        slab_free_locked(cls, it);
+    }
+}
+
+void item_unlink_locked(struct storage *st, struct item *it, uint64_t hv)
+{
+    struct slab_class *cls = &st->classes[it->clsid];
+    pthread_mutex_lock(&cls->lock);
+    item_unlink_cls_locked(st, cls, it, hv);
+    pthread_mutex_unlock(&cls->lock);
+}
+
+/* Finds a live item under the stripe lock; dead ones met are unlinked. */
+static struct item *item_find_locked(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                                     rel_time_t now, enum item_state *why)
+{
+    *why = ITEM_ALIVE;
+    struct item *it = htab_find(st, key, nkey, hv);
+    if (it == NULL) {
+        return NULL;
+    }
+    enum item_state s = item_state(st, it, now);
+    if (s != ITEM_ALIVE) {
+        item_unlink_locked(st, it, hv);
+        *why = s;
+        return NULL;
+    }
+    return it;
+}
+
+static void item_mark_used(struct item *it)
+{
+    if (__atomic_load_n(&it->visited, __ATOMIC_RELAXED) == 0) {
+        __atomic_store_n(&it->visited, 1, __ATOMIC_RELAXED);
+    }
+    if (!(item_iflags(it) & ITEM_FETCHED)) {
+        __atomic_fetch_or(&it->iflags, ITEM_FETCHED, __ATOMIC_RELAXED);
+    }
+}
+
+/* The CAS a client sees must equal cas_in (0 when CAS is disabled). */
+static bool item_cas_matches(const struct item *it, uint64_t cas_in)
+{
+    return storage_item_cas(it) == cas_in;
+}
+
+/* ---- lookups ----------------------------------------------------------- */
+
+static struct item *storage_lookup(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                                   rel_time_t now, bool touch, rel_time_t exptime,
+                                   enum storage_get_outcome *outcome)
+{
+    enum storage_get_outcome out = STORAGE_HIT;
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    enum item_state why;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    if (it != NULL) {
+        __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
+        item_mark_used(it);
+        if (touch) {
+            __atomic_store_n(&it->exptime, exptime, __ATOMIC_RELAXED);
+        }
+    } else if (why == ITEM_EXPIRED) {
+        out = STORAGE_EXPIRED;
+    } else if (why == ITEM_FLUSHED) {
+        out = STORAGE_FLUSHED;
+    } else {
+        out = STORAGE_MISS;
+    }
+    pthread_mutex_unlock(m);
+    if (outcome != NULL) {
+        *outcome = out;
+    }
+    return it;
+}
+
+struct item *storage_get(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                         rel_time_t now, enum storage_get_outcome *outcome)
+{
+    return storage_lookup(st, key, nkey, hv, now, false, 0, outcome);
+}
+
+struct item *storage_get_touch(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                               rel_time_t now, rel_time_t exptime,
+                               enum storage_get_outcome *outcome)
+{
+    return storage_lookup(st, key, nkey, hv, now, true, exptime, outcome);
+}
+
+/* ---- mutations --------------------------------------------------------- */
+
+/* Replaces `old` (linked, or NULL) by `it` under the stripe lock of hv. */
+static void item_replace_locked(struct storage *st, struct item *old, struct item *it, uint64_t hv,
+                                rel_time_t now)
+{
+    if (old != NULL) {
+        item_unlink_locked(st, old, hv);
+    }
+    item_link_locked(st, it, hv, now);
+}
+
+/* Builds and links old+add or add+old for append/prepend. */
+static int item_join_locked(struct storage *st, struct item *old, struct item *add, bool append,
+                            uint64_t hv, rel_time_t now, uint64_t *cas_out)
+{
+    struct item *it;
+    int rc = item_alloc(st, old->data, old->nkey, old->flags,
+                        __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
+                        (size_t)old->nbytes + add->nbytes, now, &it);
+    if (rc != 0) {
+        return rc;
+    }
+    char *dst = storage_item_value(it);
+    const char *ov = old->data + old->nkey;
+    const char *av = add->data + add->nkey;
+    if (append) {
+        memcpy(dst, ov, old->nbytes);
+        memcpy(dst + old->nbytes, av, add->nbytes);
+    } else {
+        memcpy(dst, av, add->nbytes);
+        memcpy(dst + add->nbytes, ov, old->nbytes);
+    }
+    item_replace_locked(st, old, it, hv, now);
+    *cas_out = storage_item_cas(it);
+    storage_release(st, &it);
+    return 0;
+}
+
+int storage_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
+                  uint64_t hv, rel_time_t now, enum storage_store_outcome *outcome,
+                  uint64_t *cas_out)
+{
+    enum storage_store_outcome out = STORAGE_NOT_STORED;
+    uint64_t cas = 0;
+    int rc = 0;
+    if (it == NULL || op > STORAGE_CAS) {
+        return STORAGE_EINVAL;
+    }
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    if (item_iflags(it) & ITEM_LINKED) {
+        pthread_mutex_unlock(m);
+        return STORAGE_EINVAL;
+    }
+    enum item_state why;
+    struct item *old = item_find_locked(st, it->data, it->nkey, hv, now, &why);
+    switch (op) {
+    case STORAGE_SET:
+        item_replace_locked(st, old, it, hv, now);
+        out = STORAGE_STORED;
+        break;
+    case STORAGE_ADD:
+        if (old != NULL) {
+            __atomic_store_n(&old->visited, 1, __ATOMIC_RELAXED);
+        } else {
+            item_link_locked(st, it, hv, now);
+            out = STORAGE_STORED;
+        }
+        break;
+    case STORAGE_REPLACE:
+        if (old != NULL) {
+            item_replace_locked(st, old, it, hv, now);
+            out = STORAGE_STORED;
+        }
+        break;
+    case STORAGE_APPEND:
+    case STORAGE_PREPEND:
+        if (old != NULL) {
+            rc = item_join_locked(st, old, it, op == STORAGE_APPEND, hv, now, &cas);
+            if (rc == 0) {
+                out = STORAGE_STORED;
+            }
+        }
+        break;
+    case STORAGE_CAS:
+        if (old == NULL) {
+            out = STORAGE_NOT_FOUND;
+        } else if (!item_cas_matches(old, cas_in)) {
+            out = STORAGE_EXISTS;
+        } else {
+            item_replace_locked(st, old, it, hv, now);
+            out = STORAGE_STORED;
+        }
+        break;
+    }
+    if (out == STORAGE_STORED && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
+        cas = storage_item_cas(it);
+    }
+    pthread_mutex_unlock(m);
+    if (outcome != NULL) {
+        *outcome = out;
+    }
+    if (cas_out != NULL) {
+        *cas_out = out == STORAGE_STORED ? cas : 0;
+    }
+    return rc;
+}
+
+int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv, uint64_t cas_in,
+                   rel_time_t now, bool *found, bool *cas_mismatch)
+{
+    bool f = false;
+    bool mismatch = false;
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    enum item_state why;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    if (it != NULL) {
+        f = true;
+        if (cas_in != 0 && !item_cas_matches(it, cas_in)) {
+            mismatch = true;
+        } else {
+            item_unlink_locked(st, it, hv);
+        }
+    }
+    pthread_mutex_unlock(m);
+    if (found != NULL) {
+        *found = f;
+    }
+    if (cas_mismatch != NULL) {
+        *cas_mismatch = mismatch;
+    }
+    return 0;
+}
+
+/* Parses an incr/decr operand stored in an item: optional leading white
+ * space, 1..20 digits without overflow, then the end or white space. */
+static bool arith_parse(const char *s, size_t n, uint64_t *out)
+{
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n' || s[i] == '\v' ||
+                     s[i] == '\f')) {
+        i++;
+    }
+    size_t start = i;
+    uint64_t v = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (i - start >= 20 || v > (UINT64_MAX - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+        i++;
+    }
+    if (i == start) {
+        return false;
+    }
+    if (i < n && !(s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n' || s[i] == '\v' ||
+                   s[i] == '\f')) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Allocates and links a new item holding `digits` in place of `old` (which
+ * may be NULL). The caller holds the stripe lock of hv. */
+static int arith_link_locked(struct storage *st, const char *key, size_t nkey, struct item *old,
+                             uint32_t flags, rel_time_t exptime, const char *digits, size_t len,
+                             uint64_t hv, rel_time_t now, uint64_t *cas)
+{
+    struct item *it;
+    int rc = item_alloc(st, key, nkey, flags, exptime, len, now, &it);
+    if (rc != 0) {
+        return rc;
+    }
+    memcpy(storage_item_value(it), digits, len);
+    item_replace_locked(st, old, it, hv, now);
+    *cas = storage_item_cas(it);
+    storage_release(st, &it);
+    return 0;
+}
+
+int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                  const struct storage_arith *a, rel_time_t now,
+                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out)
+{
+    enum storage_arith_outcome out = STORAGE_ARITH_OK;
+    uint64_t v = 0;
+    uint64_t cas = 0;
+    int rc = 0;
+    char digits[24];
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    enum item_state why;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    if (it == NULL) {
+        if (!a->create) {
+            out = STORAGE_ARITH_NOT_FOUND;
+        } else {
+            v = a->initial;
+            size_t len = num_format_u64(digits, v);
+            rc = arith_link_locked(st, key, nkey, NULL, a->flags, a->exptime, digits, len, hv, now,
+                                   &cas);
+        }
+    } else if (a->cas_in != 0 && !item_cas_matches(it, a->cas_in)) {
+        out = STORAGE_ARITH_EXISTS;
+    } else if (!arith_parse(storage_item_value(it), it->nbytes, &v)) {
+        out = STORAGE_ARITH_NON_NUMERIC;
+    } else {
+        if (a->incr) {
+            v += a->delta; /* wraps modulo 2^64 */
+        } else {
+            v = v > a->delta ? v - a->delta : 0;
+        }
+        size_t len = num_format_u64(digits, v);
+        if (len <= it->nbytes && item_refcount(it) == 1) {
+            /* Nobody else can see the bytes change: the table holds the only
+             * reference and new ones need the stripe lock we hold. */
+            char *val = storage_item_value(it);
+            memcpy(val, digits, len);
+            memset(val + len, ' ', it->nbytes - len);
+            __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
+            __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
+            cas = storage_item_cas(it);
+        } else {
+            rel_time_t exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+            rc = arith_link_locked(st, key, nkey, it, it->flags, exptime, digits, len, hv, now,
+                                   &cas);
+        }
+    }
+    pthread_mutex_unlock(m);
+    if (rc != 0) {
+        return rc;
+    }
+    if (outcome != NULL) {
+        *outcome = out;
+    }
+    if (out == STORAGE_ARITH_OK) {
+        if (value != NULL) {
+            *value = v;
+        }
+        if (cas_out != NULL) {
+            *cas_out = cas;
+        }
+    }
+    return 0;
+}
+
+void storage_flush(struct storage *st, rel_time_t when, rel_time_t now)
+{
+    rel_time_t crawl_at;
+    pthread_mutex_lock(&st->flush_lock);
+    /* A delayed flush point already reached stays in force. */
+    rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
+    if (live != 0 && live <= now && live > st->flush_done) {
+        __atomic_store_n(&st->flush_done, live, __ATOMIC_RELAXED);
+    }
+    if (when <= now) {
+        __atomic_store_n(&st->oldest_live, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&st->oldest_cas, __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        crawl_at = now;
+    } else {
+        rel_time_t point = when - 1 > 0 ? when - 1 : 1;
+        __atomic_store_n(&st->oldest_live, point, __ATOMIC_RELAXED);
+        crawl_at = point;
+    }
+    pthread_mutex_unlock(&st->flush_lock);
+    slab_crawl_schedule(st, crawl_at);
+}
+
+int storage_set_memlimit(struct storage *st, size_t maxbytes)
+{
+    pthread_mutex_lock(&st->page_lock);
+    st->pages_max = storage_pages_for(st, maxbytes);
+    st->opts.maxbytes = maxbytes;
+    pthread_mutex_unlock(&st->page_lock);
+    return 0;
+}
+
+bool storage_maintain(struct storage *st, rel_time_t now)
+{
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&st->maintaining, &expected, 1, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED)) {
+        return true;
+    }
+    bool more = htab_maintain(st);
+    more |= slab_crawl(st, now);
+    __atomic_store_n(&st->maintaining, 0, __ATOMIC_RELEASE);
+    return more;
+}
+
+/* ---- statistics -------------------------------------------------------- */
+
+void storage_get_stats(struct storage *st, rel_time_t now, struct storage_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned c = 1; c <= st->nclasses; c++) {
+        struct slab_class *cls = &st->classes[c];
+        pthread_mutex_lock(&cls->lock);
+        out->curr_items += cls->number;
+        out->total_items += cls->total_items;
+        out->bytes += cls->mem_requested;
+        out->evictions += cls->evicted;
+        out->reclaimed += cls->reclaimed;
+        out->expired_unfetched += cls->expired_unfetched;
+        out->evicted_unfetched += cls->evicted_unfetched;
+        out->crawler_reclaimed += cls->crawler_reclaimed;
+        if (cls->npages > 0) {
+            out->active_classes++;
+        }
+        pthread_mutex_unlock(&cls->lock);
+    }
+    pthread_mutex_lock(&st->page_lock);
+    out->limit_maxbytes = st->opts.maxbytes;
+    out->total_malloced = (uint64_t)st->pages_used * st->page_size;
+    pthread_mutex_unlock(&st->page_lock);
+    out->slab_global_page_pool = 0;
+    out->malloc_fails = __atomic_load_n(&st->malloc_fails, __ATOMIC_RELAXED);
+    pthread_mutex_t *m = &st->stripes[0].lock;
+    pthread_mutex_lock(m);
+    out->hash_power_level = st->ht_power;
+    out->hash_bytes = ((uint64_t)1 << st->ht_power) * sizeof(struct item *);
+    if (st->ht_expanding) {
+        out->hash_bytes += ((uint64_t)1 << st->ht_old_power) * sizeof(struct item *);
+    }
+    out->hash_is_expanding = st->ht_expanding;
+    pthread_mutex_unlock(m);
+}
+
+unsigned storage_class_count(const struct storage *st)
+{
+    return st->nclasses;
+}
+
+bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,
+                             struct storage_class_stats *out)
+{
+    if (id == 0 || id > st->nclasses) {
+        return false;
+    }
+    struct slab_class *cls = &st->classes[id];
+    memset(out, 0, sizeof(*out));
+    out->id = id;
+    out->chunk_size = cls->size;
+    out->chunks_per_page = cls->perpage;
+    pthread_mutex_lock(&cls->lock);
+    out->total_pages = cls->npages;
+    out->total_chunks = (uint64_t)cls->npages * cls->perpage;
+    out->free_chunks = cls->nfree;
+    out->used_chunks = out->total_chunks - cls->nfree;
+    out->number = cls->number;
+    if (cls->tail != NULL) {
+        rel_time_t t = __atomic_load_n(&cls->tail->time, __ATOMIC_RELAXED);
+        out->age = now > t ? now - t : 0;
+    }
+    out->mem_requested = cls->mem_requested;
+    out->evicted = cls->evicted;
+    out->evicted_nonzero = cls->evicted_nonzero;
+    out->evicted_time = cls->evicted_time;
+    out->evicted_unfetched = cls->evicted_unfetched;
+    out->outofmemory = cls->outofmemory;
+    out->reclaimed = cls->reclaimed;
+    out->expired_unfetched = cls->expired_unfetched;
+    out->crawler_reclaimed = cls->crawler_reclaimed;
+    pthread_mutex_unlock(&cls->lock);
+    return true;
+}
+
+void storage_reset_stats(struct storage *st)
+{
+    for (unsigned c = 1; c <= st->nclasses; c++) {
+        struct slab_class *cls = &st->classes[c];
+        pthread_mutex_lock(&cls->lock);
+        cls->total_items = 0;
+        cls->evicted = 0;
+        cls->evicted_nonzero = 0;
+        cls->evicted_time = 0;
+        cls->evicted_unfetched = 0;
+        cls->outofmemory = 0;
+        cls->reclaimed = 0;
+        cls->expired_unfetched = 0;
+        cls->crawler_reclaimed = 0;
+        pthread_mutex_unlock(&cls->lock);
+    }
+    __atomic_store_n(&st->malloc_fails, 0, __ATOMIC_RELAXED);
+}
+
+/* ---- consistency check (tests) ----------------------------------------- */
+
+const char *storage_check(struct storage *st)
+{
+    const char *err = NULL;
+    uint64_t linked_total = 0;
+    htab_lock_all(st);
+    for (unsigned c = 1; c <= st->nclasses && err == NULL; c++) {
+        struct slab_class *cls = &st->classes[c];
+        pthread_mutex_lock(&cls->lock);
+        uint64_t nfree = 0;
+        uint64_t nlinked = 0;
+        uint64_t bytes = 0;
+        for (size_t p = 0; p < cls->npages && err == NULL; p++) {
+            for (uint32_t i = 0; i < cls->perpage; i++) {
+                struct item *it = (struct item *)(cls->pages[p] + (size_t)i * cls->size);
+                if (it->clsid != c) {
+                    err = "chunk with a wrong class id";
+                    break;
+                }
+                if (it->iflags & ITEM_FREE) {
+                    nfree++;
+                    if (it->refcount != 0) {
+                        err = "free chunk with references";
+                    }
+                } else if (it->iflags & ITEM_LINKED) {
+                    nlinked++;
+                    bytes += item_total(it);
+                    uint64_t hv = storage_hash(it->data, it->nkey);
+                    if (it->refcount < 1) {
+                        err = "linked item without the table's reference";
+                    } else if (htab_find(st, it->data, it->nkey, hv) != it) {
+                        err = "linked item not found in the hash table";
+                    }
+                }
+            }
+        }
+        uint64_t nqueue = 0;
+        struct item *prev = NULL;
+        for (struct item *it = cls->tail; it != NULL && err == NULL; it = it->q_newer) {
+            if (it->q_older != prev || !(it->iflags & ITEM_LINKED)) {
+                err = "broken class queue";
+            }
+            prev = it;
+            nqueue++;
+        }
+        uint64_t nlist = 0;
+        for (struct item *it = cls->free_head; it != NULL; it = it->q_newer) {
+            nlist++;
+        }
+        if (err == NULL && prev != cls->head) {
+            err = "queue head mismatch";
+        } else if (err == NULL && (nfree != cls->nfree || nlist != cls->nfree)) {
+            err = "free chunk count mismatch";
+        } else if (err == NULL && (nlinked != cls->number || nqueue != cls->number)) {
+            err = "linked item count mismatch";
+        } else if (err == NULL && bytes != cls->mem_requested) {
+            err = "mem_requested mismatch";
+        }
+        linked_total += nlinked;
+        pthread_mutex_unlock(&cls->lock);
+    }
+    if (err == NULL) {
+        uint64_t chained = 0;
+        for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_power); b++) {
+            for (struct item *it = st->ht[b]; it != NULL; it = it->h_next) {
+                chained++;
+            }
+        }
+        if (st->ht_expanding) {
+            for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_old_power); b++) {
+                for (struct item *it = st->ht_old[b]; it != NULL; it = it->h_next) {
+                    chained++;
+                }
+            }
+        }
+        if (chained != linked_total) {
+            err = "hash table item count mismatch";
+        }
+    }
+    htab_unlock_all(st);
+    return err;
+}
