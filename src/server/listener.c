@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -154,7 +155,7 @@ static int open_tcp(struct server *srv, const char *host, int port)
             break;
         }
         l->fd = fd;
-        char hbuf[NI_MAXHOST] = "";
+        char hbuf[INET6_ADDRSTRLEN + 8] = "";
         getnameinfo(p->ai_addr, p->ai_addrlen, hbuf, sizeof(hbuf), NULL, 0, NI_NUMERICHOST);
         if (p->ai_family == AF_INET6) {
             snprintf(l->name, sizeof(l->name), "tcp6:[%s]:%d", hbuf, port);
