@@ -51,6 +51,7 @@ static void process_get(struct conn *c, const struct text_request *req)
             STAT_INCR(ts, touch_cmds);
             if (it != NULL) {
                 STAT_INCR(ts, touch_hits);
+                SLAB_INCR(ts, storage_item_class(it), touch_hits);
             } else {
                 STAT_INCR(ts, touch_misses);
             }
@@ -59,6 +60,7 @@ static void process_get(struct conn *c, const struct text_request *req)
             STAT_INCR(ts, get_cmds);
             if (it != NULL) {
                 STAT_INCR(ts, get_hits);
+                SLAB_INCR(ts, storage_item_class(it), get_hits);
             } else {
                 STAT_INCR(ts, get_misses);
                 if (why == STORAGE_EXPIRED) {
@@ -106,14 +108,26 @@ static enum storage_op store_op(enum text_cmd cmd)
     }
 }
 
+/* memcached's item size rule, so that the largest storable value is the
+ * same: a 48-byte header, the CAS unless -C, the key and its terminator, the
+ * flags when non-zero, and the value with its "\r\n" must fit in -I. */
+static bool memcached_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes)
+{
+    size_t total = 48 + (s->use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
+    return total <= s->item_size_max;
+}
+
 static void process_update(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
     rel_time_t now = clock_now(&srv->clock);
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     struct item *it = NULL;
-    int rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
+    int rc = STORAGE_E2BIG;
+    if (memcached_size_ok(srv->settings, req->key.len, req->flags, req->bytes)) {
+        rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
                            clock_realtime(&srv->clock, req->exptime), req->bytes, now, &it);
+    }
     if (rc != STORAGE_OK) {
         if (rc == STORAGE_E2BIG) {
             STAT_INCR(&c->w->stats, store_too_large);
@@ -122,12 +136,16 @@ static void process_update(struct conn *c, const struct text_request *req)
             STAT_INCR(&c->w->stats, store_no_memory);
             reply(c, "SERVER_ERROR out of memory storing object");
         }
-        /* Swallow the data block, and drop the old value so that a failed
-         * update never leaves stale data behind (as memcached does). */
+        /* Swallow the data block. A failed set also drops the old value, so
+         * that it never leaves stale data behind (memcached does this for
+         * set only). */
         c->swallow = (uint64_t)req->bytes + 2;
         c->state = CONN_SWALLOW;
-        bool found, mismatch;
-        storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch);
+        if (req->cmd == TEXT_CMD_SET) {
+            bool found, mismatch;
+            storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch,
+                           NULL);
+        }
         return;
     }
     c->item = it;
@@ -148,6 +166,8 @@ void process_complete_nread(struct conn *c)
 
     c->item = NULL;
     STAT_INCR(ts, set_cmds);
+    unsigned cls = storage_item_class(it);
+    SLAB_INCR(ts, cls, cmd_set);
     if (end[0] != '\r' || end[1] != '\n') {
         reply(c, "CLIENT_ERROR bad data chunk");
         storage_release(srv->storage, &it);
@@ -170,8 +190,10 @@ void process_complete_nread(struct conn *c)
     if (c->item_cmd == TEXT_CMD_CAS) {
         if (out == STORAGE_STORED) {
             STAT_INCR(ts, cas_hits);
+            SLAB_INCR(ts, cls, cas_hits);
         } else if (out == STORAGE_EXISTS) {
             STAT_INCR(ts, cas_badval);
+            SLAB_INCR(ts, cls, cas_badval);
         } else if (out == STORAGE_NOT_FOUND) {
             STAT_INCR(ts, cas_misses);
         }
@@ -196,11 +218,13 @@ static void process_delete(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
     bool found = false, mismatch = false;
+    unsigned cls = 0;
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, clock_now(&srv->clock), &found,
-                   &mismatch);
+                   &mismatch, &cls);
     if (found) {
         STAT_INCR(&c->w->stats, delete_hits);
+        SLAB_INCR(&c->w->stats, cls, delete_hits);
         reply(c, "DELETED");
     } else {
         STAT_INCR(&c->w->stats, delete_misses);
@@ -216,9 +240,10 @@ static void process_arith(struct conn *c, const struct text_request *req)
     struct storage_arith a = {.incr = incr, .delta = req->delta};
     enum storage_arith_outcome out = STORAGE_ARITH_NOT_FOUND;
     uint64_t value = 0;
+    unsigned cls = 0;
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     int rc = storage_arith(srv->storage, req->key.p, req->key.len, hv, &a, clock_now(&srv->clock),
-                           &out, &value, NULL);
+                           &out, &value, NULL, &cls);
     if (rc != STORAGE_OK) {
         reply(c, "SERVER_ERROR out of memory");
         return;
@@ -229,8 +254,10 @@ static void process_arith(struct conn *c, const struct text_request *req)
         num[num_format_u64(num, value)] = '\0';
         if (incr) {
             STAT_INCR(ts, incr_hits);
+            SLAB_INCR(ts, cls, incr_hits);
         } else {
             STAT_INCR(ts, decr_hits);
+            SLAB_INCR(ts, cls, decr_hits);
         }
         reply(c, num);
         break;
@@ -260,6 +287,7 @@ static void process_touch(struct conn *c, const struct text_request *req)
     STAT_INCR(ts, touch_cmds);
     if (it != NULL) {
         STAT_INCR(ts, touch_hits);
+        SLAB_INCR(ts, storage_item_class(it), touch_hits);
         storage_release(srv->storage, &it);
         reply(c, "TOUCHED");
     } else {
@@ -293,6 +321,7 @@ static void process_memlimit(struct conn *c, const struct text_request *req)
     } else if (storage_set_memlimit(srv->storage, (size_t)mb * 1024 * 1024) != STORAGE_OK) {
         reply(c, "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
     } else {
+        __atomic_store_n(&srv->settings->maxbytes, (size_t)mb * 1024 * 1024, __ATOMIC_RELAXED);
         if (srv->verbose > 0) {
             log_msg(LOG_INFO, "maxbytes adjusted to %" PRIu64 "m", mb);
         }

@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -21,13 +22,28 @@ void thread_stats_accumulate(struct thread_stats *out, const struct thread_stats
 #define X(name) out->name += __atomic_load_n(&in->name, __ATOMIC_RELAXED);
     THREAD_STATS(X)
 #undef X
+    for (unsigned i = 0; i < STATS_MAX_CLASSES; i++) {
+#define X(name) out->slab[i].name += __atomic_load_n(&in->slab[i].name, __ATOMIC_RELAXED);
+        SLAB_STATS(X)
+#undef X
+    }
+}
+
+static uint64_t sat_sub(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
 }
 
 void thread_stats_subtract(struct thread_stats *out, const struct thread_stats *base)
 {
-#define X(name) out->name = out->name > base->name ? out->name - base->name : 0;
+#define X(name) out->name = sat_sub(out->name, base->name);
     THREAD_STATS(X)
 #undef X
+    for (unsigned i = 0; i < STATS_MAX_CLASSES; i++) {
+#define X(name) out->slab[i].name = sat_sub(out->slab[i].name, base->slab[i].name);
+        SLAB_STATS(X)
+#undef X
+    }
 }
 
 void server_sum_stats(struct server *srv, struct thread_stats *out)
@@ -185,6 +201,11 @@ void stats_render_items(struct server *srv, stat_emit_fn emit, void *ctx)
 void stats_render_slabs(struct server *srv, stat_emit_fn emit, void *ctx)
 {
     rel_time_t now = clock_now(&srv->clock);
+    struct thread_stats *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        return;
+    }
+    server_sum_stats(srv, t);
     unsigned n = storage_class_count(srv->storage);
     unsigned active = 0;
     for (unsigned id = 1; id <= n; id++) {
@@ -207,11 +228,23 @@ void stats_render_slabs(struct server *srv, stat_emit_fn emit, void *ctx)
             snprintf(name, sizeof(name), "%u:%s", id, rows[i].name);
             emit_u64(emit, ctx, name, rows[i].v);
         }
+        if (id < STATS_MAX_CLASSES) {
+            const struct slab_stats *ss = &t->slab[id];
+#define X(field)                                                                                   \
+    do {                                                                                           \
+        char name[64];                                                                             \
+        snprintf(name, sizeof(name), "%u:%s", id, #field);                                         \
+        emit_u64(emit, ctx, name, ss->field);                                                      \
+    } while (0);
+            SLAB_STATS(X)
+#undef X
+        }
     }
     struct storage_stats s;
     storage_get_stats(srv->storage, now, &s);
     emit_u64(emit, ctx, "active_slabs", active);
     emit_u64(emit, ctx, "total_malloced", s.total_malloced);
+    free(t);
 }
 
 void stats_render_conns(struct server *srv, stat_emit_fn emit, void *ctx)

@@ -44,16 +44,44 @@
     X(conn_yields)                                                                                 \
     X(idle_kicks)
 
+/* Counters memcached also keeps per size class ("stats slabs"). */
+#define SLAB_STATS(X)                                                                              \
+    X(get_hits)                                                                                    \
+    X(cmd_set)                                                                                     \
+    X(delete_hits)                                                                                 \
+    X(incr_hits)                                                                                   \
+    X(decr_hits)                                                                                   \
+    X(cas_hits)                                                                                    \
+    X(cas_badval)                                                                                  \
+    X(touch_hits)
+
+#define STATS_MAX_CLASSES 64
+
+struct slab_stats {
+#define X(name) uint64_t name;
+    SLAB_STATS(X)
+#undef X
+};
+
 struct thread_stats {
 #define X(name) uint64_t name;
     THREAD_STATS(X)
 #undef X
+    struct slab_stats slab[STATS_MAX_CLASSES];
 };
 
 #define STAT_ADD(ts, field, n)                                                                     \
     __atomic_store_n(&(ts)->field, __atomic_load_n(&(ts)->field, __ATOMIC_RELAXED) + (n),          \
                      __ATOMIC_RELAXED)
 #define STAT_INCR(ts, field) STAT_ADD(ts, field, 1)
+/* Counts in the per-class table; class ids beyond the table are not kept. */
+#define SLAB_INCR(ts, cls, field)                                                                  \
+    do {                                                                                           \
+        unsigned cls_ = (cls);                                                                     \
+        if (cls_ < STATS_MAX_CLASSES) {                                                            \
+            STAT_INCR(&(ts)->slab[cls_], field);                                                   \
+        }                                                                                          \
+    } while (0)
 
 /* out += in, reading `in` with relaxed loads. */
 void thread_stats_accumulate(struct thread_stats *out, const struct thread_stats *in);

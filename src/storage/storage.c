@@ -186,6 +186,11 @@ size_t storage_item_total(const struct item *it)
     return item_total(it);
 }
 
+unsigned storage_item_class(const struct item *it)
+{
+    return it->clsid;
+}
+
 bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes)
 {
     return nkey <= STORAGE_KEY_MAX && nbytes <= st->item_max &&
@@ -498,7 +503,7 @@ int storage_store(struct storage *st, struct item *it, enum storage_op op, uint6
 }
 
 int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv, uint64_t cas_in,
-                   rel_time_t now, bool *found, bool *cas_mismatch)
+                   rel_time_t now, bool *found, bool *cas_mismatch, unsigned *clsid_out)
 {
     bool f = false;
     bool mismatch = false;
@@ -511,6 +516,9 @@ int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv
         if (cas_in != 0 && !item_cas_matches(it, cas_in)) {
             mismatch = true;
         } else {
+            if (clsid_out != NULL) {
+                *clsid_out = it->clsid;
+            }
             item_unlink_locked(st, it, hv);
         }
     }
@@ -574,7 +582,8 @@ static int arith_link_locked(struct storage *st, const char *key, size_t nkey, s
 
 int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
                   const struct storage_arith *a, rel_time_t now,
-                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out)
+                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out,
+                  unsigned *clsid_out)
 {
     enum storage_arith_outcome out = STORAGE_ARITH_OK;
     uint64_t v = 0;
@@ -585,6 +594,9 @@ int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
     pthread_mutex_lock(m);
     enum item_state why;
     struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    if (it != NULL && clsid_out != NULL) {
+        *clsid_out = it->clsid;
+    }
     if (it == NULL) {
         if (!a->create) {
             out = STORAGE_ARITH_NOT_FOUND;

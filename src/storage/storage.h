@@ -50,14 +50,14 @@ struct storage;
 struct item;
 
 struct storage_options {
-    size_t maxbytes;        /* item memory limit in bytes (-m); pages are 1 MiB */
-    size_t item_size_max;   /* largest item total size (-I), default 1 MiB */
-    double growth_factor;   /* size class growth factor (-f), > 1 */
-    size_t chunk_min;       /* -n: key+value+flags room of the smallest chunk */
-    unsigned hashpower;     /* initial hash table size 2^hashpower; 0 = 16 */
-    bool no_evict;          /* -M: refuse stores instead of evicting */
-    bool use_cas;           /* false with -C: storage_item_cas() reports 0 */
-    bool hash_expand;       /* grow the hash table when the load factor passes 1.5 */
+    size_t maxbytes;      /* item memory limit in bytes (-m); pages are 1 MiB */
+    size_t item_size_max; /* largest item total size (-I), default 1 MiB */
+    double growth_factor; /* size class growth factor (-f), > 1 */
+    size_t chunk_min;     /* -n: key+value+flags room of the smallest chunk */
+    unsigned hashpower;   /* initial hash table size 2^hashpower; 0 = 16 */
+    bool no_evict;        /* -M: refuse stores instead of evicting */
+    bool use_cas;         /* false with -C: storage_item_cas() reports 0 */
+    bool hash_expand;     /* grow the hash table when the load factor passes 1.5 */
 };
 
 /* Fills `o` with memcached's defaults: 64 MiB, 1 MiB items, factor 1.25, 48,
@@ -69,9 +69,9 @@ void storage_options_default(struct storage_options *o);
  * through an out parameter. */
 enum storage_err {
     STORAGE_OK = 0,
-    STORAGE_ENOMEM = -1,  /* no memory could be found (eviction impossible or -M) */
-    STORAGE_E2BIG = -2,   /* item would exceed item_size_max */
-    STORAGE_EINVAL = -3,  /* bad argument (e.g. key longer than 250) */
+    STORAGE_ENOMEM = -1, /* no memory could be found (eviction impossible or -M) */
+    STORAGE_E2BIG = -2,  /* item would exceed item_size_max */
+    STORAGE_EINVAL = -3, /* bad argument (e.g. key longer than 250) */
 };
 const char *storage_strerror(int err);
 
@@ -93,10 +93,12 @@ uint32_t storage_item_flags(const struct item *it);
  * can send value and terminator as one span of nbytes + 2. */
 char *storage_item_value(struct item *it);
 size_t storage_item_nbytes(const struct item *it);
-uint64_t storage_item_cas(const struct item *it); /* 0 when CAS is disabled */
+uint64_t storage_item_cas(const struct item *it);       /* 0 when CAS is disabled */
 rel_time_t storage_item_exptime(const struct item *it); /* 0 = never */
 /* Total bytes the item occupies, header included (its chunk's used size). */
 size_t storage_item_total(const struct item *it);
+/* The item's size class id, 1..storage_class_count(). */
+unsigned storage_item_class(const struct item *it);
 
 /* Would an item with this key length and value length fit under
  * item_size_max? */
@@ -118,9 +120,9 @@ void storage_release(struct storage *st, struct item **it);
 
 enum storage_get_outcome {
     STORAGE_HIT = 0,
-    STORAGE_MISS,     /* never there, evicted or deleted */
-    STORAGE_EXPIRED,  /* found but past its exptime (now unlinked) */
-    STORAGE_FLUSHED,  /* found but invalidated by flush (now unlinked) */
+    STORAGE_MISS,    /* never there, evicted or deleted */
+    STORAGE_EXPIRED, /* found but past its exptime (now unlinked) */
+    STORAGE_FLUSHED, /* found but invalidated by flush (now unlinked) */
 };
 
 /* Looks a key up. Returns a referenced item on a hit, or NULL with *outcome
@@ -166,9 +168,10 @@ int storage_store(struct storage *st, struct item *it, enum storage_op op, uint6
 
 /* Unlinks the key. If cas_in is non-zero it must match (else *found is true
  * and *cas_mismatch true, nothing deleted). *found says whether a live item
- * was there. Returns 0. */
-int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv,
-                   uint64_t cas_in, rel_time_t now, bool *found, bool *cas_mismatch);
+ * was there; *clsid_out (may be NULL) gets the deleted item's class id.
+ * Returns 0. */
+int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv, uint64_t cas_in,
+                   rel_time_t now, bool *found, bool *cas_mismatch, unsigned *clsid_out);
 
 enum storage_arith_outcome {
     STORAGE_ARITH_OK = 0,
@@ -178,12 +181,12 @@ enum storage_arith_outcome {
 };
 
 struct storage_arith {
-    bool incr;            /* incr wraps modulo 2^64; decr floors at 0 */
+    bool incr; /* incr wraps modulo 2^64; decr floors at 0 */
     uint64_t delta;
-    uint64_t cas_in;      /* 0 = no check */
-    bool create;          /* when absent, store `initial` (binary and meta protocols) */
+    uint64_t cas_in; /* 0 = no check */
+    bool create;     /* when absent, store `initial` (binary and meta protocols) */
     uint64_t initial;
-    uint32_t flags;       /* flags and exptime of a created item */
+    uint32_t flags; /* flags and exptime of a created item */
     rel_time_t exptime;
 };
 
@@ -192,11 +195,13 @@ struct storage_arith {
  * right-padded with spaces, when it is no longer than the old value and
  * nobody else holds a reference; otherwise a new item replaces the old one.
  * Flags and exptime are kept; the CAS changes. *value gets the new number and
- * *cas_out the new CAS (either may be NULL).
+ * *cas_out the new CAS (either may be NULL). *clsid_out (may be NULL) gets
+ * the class id of the item found, when one was.
  * Returns 0 with *outcome, or STORAGE_ENOMEM. */
 int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
                   const struct storage_arith *a, rel_time_t now,
-                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out);
+                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out,
+                  unsigned *clsid_out);
 
 /* With when <= now: invalidates every item stored before this call (items
  * stored later in the same second survive). With when > now: from `when - 1`
@@ -218,15 +223,15 @@ bool storage_maintain(struct storage *st, rel_time_t now);
 
 struct storage_stats {
     uint64_t curr_items;
-    uint64_t total_items;     /* successful links since start */
-    uint64_t bytes;           /* sum of storage_item_total() of linked items */
-    uint64_t evictions;       /* live items evicted */
-    uint64_t reclaimed;       /* allocations that reused an expired item's memory */
+    uint64_t total_items; /* successful links since start */
+    uint64_t bytes;       /* sum of storage_item_total() of linked items */
+    uint64_t evictions;   /* live items evicted */
+    uint64_t reclaimed;   /* allocations that reused an expired item's memory */
     uint64_t expired_unfetched;
     uint64_t evicted_unfetched;
     uint64_t crawler_reclaimed; /* expired/flushed items freed by storage_maintain */
     uint64_t limit_maxbytes;
-    uint64_t total_malloced;  /* bytes of pages handed to classes */
+    uint64_t total_malloced; /* bytes of pages handed to classes */
     uint64_t slab_global_page_pool;
     uint64_t malloc_fails;
     unsigned hash_power_level;
@@ -236,19 +241,19 @@ struct storage_stats {
 };
 
 struct storage_class_stats {
-    unsigned id;              /* 1-based class id, as memcached numbers them */
+    unsigned id; /* 1-based class id, as memcached numbers them */
     uint32_t chunk_size;
     uint32_t chunks_per_page;
     uint64_t total_pages;
     uint64_t total_chunks;
     uint64_t used_chunks;
     uint64_t free_chunks;
-    uint64_t number;          /* linked items in this class */
-    uint64_t age;             /* seconds since the oldest item's last access */
-    uint64_t mem_requested;   /* sum of item totals in this class */
+    uint64_t number;        /* linked items in this class */
+    uint64_t age;           /* seconds since the oldest item's last access */
+    uint64_t mem_requested; /* sum of item totals in this class */
     uint64_t evicted;
     uint64_t evicted_nonzero;
-    uint64_t evicted_time;    /* seconds since last access of the last evicted item */
+    uint64_t evicted_time; /* seconds since last access of the last evicted item */
     uint64_t evicted_unfetched;
     uint64_t outofmemory;
     uint64_t reclaimed;

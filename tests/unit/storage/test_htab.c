@@ -41,9 +41,9 @@ static void test_hash_growth(void **state)
             int d = i - 3;
             key_of(k, sizeof(k), d);
             bool found;
-            assert_int_equal(
-                storage_delete(st, k, strlen(k), storage_hash(k, strlen(k)), 0, T0, &found, NULL),
-                0);
+            assert_int_equal(storage_delete(st, k, strlen(k), storage_hash(k, strlen(k)), 0, T0,
+                                            &found, NULL, NULL),
+                             0);
             assert_true(found == (bool)live[d]);
             live[d] = 0;
         }

@@ -172,7 +172,8 @@ static void test_no_evict(void **state)
     assert_int_equal(oom, 2);
     /* A delete makes room again. */
     bool found;
-    assert_int_equal(storage_delete(st, "ne0", 3, storage_hash("ne0", 3), 0, T0, &found, NULL), 0);
+    assert_int_equal(
+        storage_delete(st, "ne0", 3, storage_hash("ne0", 3), 0, T0, &found, NULL, NULL), 0);
     assert_true(found);
     assert_int_equal(put(st, "again", 0, 100, 0, T0), 0);
     t_check(st);
@@ -240,8 +241,8 @@ static void test_references_pin_items(void **state)
     t_set(st, "gone", "also precious", 0, T0);
     struct item *held2 = t_get(st, "gone", T0, NULL);
     bool found;
-    assert_int_equal(storage_delete(st, "gone", 4, storage_hash("gone", 4), 0, T0, &found, NULL),
-                     0);
+    assert_int_equal(
+        storage_delete(st, "gone", 4, storage_hash("gone", 4), 0, T0, &found, NULL, NULL), 0);
     for (int i = 0; i < 30000; i++) {
         assert_int_equal(put(st, "p", i, 10, 0, T0), 0);
     }
@@ -258,7 +259,7 @@ static void test_references_pin_items(void **state)
     assert_int_equal(cs.used_chunks, cs.number);
     bool found2;
     assert_int_equal(
-        storage_delete(st, "pinned", 6, storage_hash("pinned", 6), 0, T0, &found2, NULL), 0);
+        storage_delete(st, "pinned", 6, storage_hash("pinned", 6), 0, T0, &found2, NULL, NULL), 0);
     assert_true(found2);
     t_check(st);
     storage_destroy(&st);

@@ -237,29 +237,29 @@ static void test_delete(void **state)
     bool found = true;
     bool mismatch = true;
     uint64_t hv = storage_hash("d", 1);
-    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0, &found, &mismatch), 0);
+    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0, &found, &mismatch, NULL), 0);
     assert_false(found);
     assert_false(mismatch);
 
     t_set(st, "d", "v", 0, T0);
-    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0, &found, &mismatch), 0);
+    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0, &found, &mismatch, NULL), 0);
     assert_true(found);
     assert_false(mismatch);
     t_expect_absent(st, "d", T0, STORAGE_MISS);
 
     uint64_t cas = t_set(st, "d", "v", 0, T0);
-    assert_int_equal(storage_delete(st, "d", 1, hv, cas + 7, T0, &found, &mismatch), 0);
+    assert_int_equal(storage_delete(st, "d", 1, hv, cas + 7, T0, &found, &mismatch, NULL), 0);
     assert_true(found);
     assert_true(mismatch);
     t_expect(st, "d", "v", T0);
-    assert_int_equal(storage_delete(st, "d", 1, hv, cas, T0, &found, &mismatch), 0);
+    assert_int_equal(storage_delete(st, "d", 1, hv, cas, T0, &found, &mismatch, NULL), 0);
     assert_true(found);
     assert_false(mismatch);
     t_expect_absent(st, "d", T0, STORAGE_MISS);
 
     /* Deleting an expired item reports not found. */
     t_set(st, "d", "v", T0 + 1, T0);
-    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0 + 2, &found, &mismatch), 0);
+    assert_int_equal(storage_delete(st, "d", 1, hv, 0, T0 + 2, &found, &mismatch, NULL), 0);
     assert_false(found);
     assert_int_equal(t_stats(st, T0).curr_items, 0);
     t_check(st);
@@ -278,7 +278,8 @@ static void test_references_survive(void **state)
     t_set(st, "r", "replaced", 0, T0);
     /* Delete the replacement too. */
     bool found;
-    assert_int_equal(storage_delete(st, "r", 1, storage_hash("r", 1), 0, T0, &found, NULL), 0);
+    assert_int_equal(storage_delete(st, "r", 1, storage_hash("r", 1), 0, T0, &found, NULL, NULL),
+                     0);
     assert_true(found);
     /* Reuse memory aggressively: many stores of the same size. */
     for (int i = 0; i < 1000; i++) {
@@ -455,9 +456,9 @@ static enum storage_arith_outcome t_arith(struct storage *st, const char *key, b
 {
     struct storage_arith a = {.incr = incr, .delta = delta};
     enum storage_arith_outcome out;
-    assert_int_equal(
-        storage_arith(st, key, strlen(key), storage_hash(key, strlen(key)), &a, T0, &out, v, cas),
-        0);
+    assert_int_equal(storage_arith(st, key, strlen(key), storage_hash(key, strlen(key)), &a, T0,
+                                   &out, v, cas, NULL),
+                     0);
     return out;
 }
 
@@ -561,10 +562,10 @@ static void test_arith(void **state)
     struct storage_arith a = {.incr = true, .delta = 5, .cas_in = c + 1};
     enum storage_arith_outcome out;
     uint64_t hv = storage_hash("c", 1);
-    assert_int_equal(storage_arith(st, "c", 1, hv, &a, T0, &out, &v, NULL), 0);
+    assert_int_equal(storage_arith(st, "c", 1, hv, &a, T0, &out, &v, NULL, NULL), 0);
     assert_int_equal(out, STORAGE_ARITH_EXISTS);
     a.cas_in = c;
-    assert_int_equal(storage_arith(st, "c", 1, hv, &a, T0, &out, &v, &cas), 0);
+    assert_int_equal(storage_arith(st, "c", 1, hv, &a, T0, &out, &v, &cas, NULL), 0);
     assert_int_equal(out, STORAGE_ARITH_OK);
     assert_int_equal(v, 15);
     assert_true(cas > c);
@@ -573,7 +574,7 @@ static void test_arith(void **state)
     struct storage_arith cr = {
         .incr = true, .delta = 5, .create = true, .initial = 1000, .flags = 9, .exptime = 0};
     hv = storage_hash("new", 3);
-    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, &out, &v, &cas), 0);
+    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, &out, &v, &cas, NULL), 0);
     assert_int_equal(out, STORAGE_ARITH_OK);
     assert_int_equal(v, 1000);
     struct item *it = t_get(st, "new", T0, NULL);
@@ -582,10 +583,10 @@ static void test_arith(void **state)
     assert_int_equal(storage_item_flags(it), 9);
     assert_int_equal(storage_item_cas(it), cas);
     storage_release(st, &it);
-    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, &out, &v, NULL), 0);
+    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, &out, &v, NULL, NULL), 0);
     assert_int_equal(v, 1005);
     /* outcome/value/cas pointers may be NULL */
-    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, NULL, NULL, NULL), 0);
+    assert_int_equal(storage_arith(st, "new", 3, hv, &cr, T0, NULL, NULL, NULL, NULL), 0);
     t_expect_raw(st, "new", "1010");
 
     t_check(st);

@@ -116,7 +116,7 @@ static void *worker_main(void *arg)
             }
         } else if (kind < 92) {
             bool found;
-            storage_delete(sh->st, k, nkey, hv, 0, T0, &found, NULL);
+            storage_delete(sh->st, k, nkey, hv, 0, T0, &found, NULL, NULL);
         } else {
             int c = (int)(r % NCOUNTERS);
             snprintf(k, sizeof(k), "ctr:%d", c);
@@ -124,7 +124,7 @@ static void *worker_main(void *arg)
             enum storage_arith_outcome out;
             uint64_t v;
             int rc = storage_arith(sh->cst, k, strlen(k), storage_hash(k, strlen(k)), &a, T0, &out,
-                                   &v, NULL);
+                                   &v, NULL, NULL);
             if (rc != 0 || out != STORAGE_ARITH_OK) {
                 note_error(sh);
             } else {
