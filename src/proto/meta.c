@@ -250,8 +250,8 @@ static enum meta_error meta_parse_flags(const struct text_request *treq, unsigne
         meta_flag_arg(t, &arg, &narg);
         switch (c) {
         case 'b': {
-            size_t n = meta_base64_decode(req->key_token.p, req->key_token.len, keybuf,
-                                          META_KEYBUF_SIZE);
+            size_t n =
+                meta_base64_decode(req->key_token.p, req->key_token.len, keybuf, META_KEYBUF_SIZE);
             if (n == 0) {
                 msg = META_ERR_DECODE_KEY;
                 failed = true;

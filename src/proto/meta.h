@@ -16,8 +16,9 @@
  * file, and hands the facts to the composers.
  *
  * Target: Debian's memcached 1.6.18. Every error string, flag rule and reply
- * layout below was checked against that binary; newer flags (E, md x, ms N
- * for append, mg C) are refused exactly as 1.6.18 refuses them.
+ * layout below was checked against that binary. Later additions behave as
+ * in 1.6.18: E and md x are refused ("invalid flag"), while ms N (append
+ * vivify) and mg C parse but have no effect.
  *
  * Ownership: a struct meta_request points into the buffer the text_request
  * came from (key_token, opaque, and key unless b was given) and into the
@@ -62,29 +63,29 @@ enum meta_cmd {
  */
 enum meta_error {
     META_ERR_NONE = 0,
-    META_ERR_ERROR,                 /* "ERROR" (command without a key, except me) */
-    META_ERR_BAD_FORMAT,            /* "CLIENT_ERROR bad command line format" */
-    META_ERR_FLAGS_TOO_LONG_MG,     /* "CLIENT_ERROR options flags are too long" (mg) */
-    META_ERR_FLAGS_TOO_LONG,        /* "CLIENT_ERROR options flags too long" (ms md ma) */
-    META_ERR_DUPLICATE_FLAG,        /* "CLIENT_ERROR duplicate flag" */
-    META_ERR_INVALID_FLAG,          /* "CLIENT_ERROR invalid flag" */
-    META_ERR_INVALID_OR_DUPLICATE,  /* "CLIENT_ERROR invalid or duplicate flag" (md ma) */
-    META_ERR_DECODE_KEY,            /* "CLIENT_ERROR error decoding key" */
-    META_ERR_BAD_TOKEN,             /* "CLIENT_ERROR bad token in command line format" */
-    META_ERR_BAD_INITIAL,           /* "CLIENT_ERROR invalid numeric initial value" */
-    META_ERR_BAD_DELTA,             /* "CLIENT_ERROR invalid numeric delta value" */
-    META_ERR_M_LENGTH,              /* "CLIENT_ERROR incorrect length for M token" */
-    META_ERR_MS_MODE,               /* "CLIENT_ERROR invalid mode for ms M token" */
-    META_ERR_MA_MODE,               /* "CLIENT_ERROR invalid mode for ma M token" */
-    META_ERR_OPAQUE_TOO_LONG,       /* "CLIENT_ERROR opaque token too long" */
+    META_ERR_ERROR,                /* "ERROR" (command without a key, except me) */
+    META_ERR_BAD_FORMAT,           /* "CLIENT_ERROR bad command line format" */
+    META_ERR_FLAGS_TOO_LONG_MG,    /* "CLIENT_ERROR options flags are too long" (mg) */
+    META_ERR_FLAGS_TOO_LONG,       /* "CLIENT_ERROR options flags too long" (ms md ma) */
+    META_ERR_DUPLICATE_FLAG,       /* "CLIENT_ERROR duplicate flag" */
+    META_ERR_INVALID_FLAG,         /* "CLIENT_ERROR invalid flag" */
+    META_ERR_INVALID_OR_DUPLICATE, /* "CLIENT_ERROR invalid or duplicate flag" (md ma) */
+    META_ERR_DECODE_KEY,           /* "CLIENT_ERROR error decoding key" */
+    META_ERR_BAD_TOKEN,            /* "CLIENT_ERROR bad token in command line format" */
+    META_ERR_BAD_INITIAL,          /* "CLIENT_ERROR invalid numeric initial value" */
+    META_ERR_BAD_DELTA,            /* "CLIENT_ERROR invalid numeric delta value" */
+    META_ERR_M_LENGTH,             /* "CLIENT_ERROR incorrect length for M token" */
+    META_ERR_MS_MODE,              /* "CLIENT_ERROR invalid mode for ms M token" */
+    META_ERR_MA_MODE,              /* "CLIENT_ERROR invalid mode for ma M token" */
+    META_ERR_OPAQUE_TOO_LONG,      /* "CLIENT_ERROR opaque token too long" */
     /* Server-side outcomes, never set by meta_parse(). */
-    META_ERR_BAD_DATA_CHUNK,        /* "CLIENT_ERROR bad data chunk" */
-    META_ERR_NON_NUMERIC,           /* "CLIENT_ERROR cannot increment or decrement non-numeric value" */
-    META_ERR_TOO_LARGE,             /* "SERVER_ERROR object too large for cache" */
-    META_ERR_OOM_STORE,             /* "SERVER_ERROR out of memory storing object" */
-    META_ERR_OOM,                   /* "SERVER_ERROR out of memory" (ma) */
-    META_ERR_OOM_VIVIFY,            /* "SERVER_ERROR Out of memory allocating new item" (ma N) */
-    META_ERR_REFCOUNT,              /* "SERVER_ERROR refcount overflow during fetch" (mg) */
+    META_ERR_BAD_DATA_CHUNK, /* "CLIENT_ERROR bad data chunk" */
+    META_ERR_NON_NUMERIC,    /* "CLIENT_ERROR cannot increment or decrement non-numeric value" */
+    META_ERR_TOO_LARGE,      /* "SERVER_ERROR object too large for cache" */
+    META_ERR_OOM_STORE,      /* "SERVER_ERROR out of memory storing object" */
+    META_ERR_OOM,            /* "SERVER_ERROR out of memory" (ma) */
+    META_ERR_OOM_VIVIFY,     /* "SERVER_ERROR Out of memory allocating new item" (ma N) */
+    META_ERR_REFCOUNT,       /* "SERVER_ERROR refcount overflow during fetch" (mg) */
 };
 
 /* Returns the reply line for e without "\r\n" ("" for META_ERR_NONE). */
