@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"
+#include "prefix_stats.h"
 #include "server.h"
 #include "settings.h"
 #include "storage.h"
@@ -94,6 +95,10 @@ int main(int argc, char **argv)
     }
     struct storage_options sopts;
     storage_options_from(&settings, &sopts);
+    srv.prefix_stats = prefix_stats_create(settings.prefix_delimiter);
+    if (srv.prefix_stats == NULL) {
+        rc = EX_OSERR;
+    }
     if (rc == 0 && storage_create(&srv.storage, &sopts) != STORAGE_OK) {
         fprintf(stderr, "failed to set up the storage engine\n");
         rc = EX_OSERR;
@@ -162,6 +167,7 @@ int main(int argc, char **argv)
         event_base_free(srv.main_base);
     }
     storage_destroy(&srv.storage);
+    prefix_stats_destroy(&srv.prefix_stats);
     free(srv.registry);
     pthread_mutex_destroy(&srv.stats_lock);
     free(pidfile);

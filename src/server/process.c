@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "numparse.h"
+#include "prefix_stats.h"
 #include "server.h"
 #include "storage.h"
 
@@ -28,6 +29,11 @@ static void reply(struct conn *c, const char *line)
         return;
     }
     conn_out_str(c, line);
+}
+
+static bool detail_on(struct server *srv)
+{
+    return __atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED);
 }
 
 static void process_get(struct conn *c, const struct text_request *req)
@@ -69,6 +75,9 @@ static void process_get(struct conn *c, const struct text_request *req)
                     STAT_INCR(ts, get_flushed);
                 }
             }
+        }
+        if (detail_on(srv)) {
+            prefix_stats_record_get(srv->prefix_stats, key.p, key.len, it != NULL);
         }
         if (it == NULL) {
             continue;
@@ -124,6 +133,9 @@ static void process_update(struct conn *c, const struct text_request *req)
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     struct item *it = NULL;
     int rc = STORAGE_E2BIG;
+    if (detail_on(srv)) {
+        prefix_stats_record_set(srv->prefix_stats, req->key.p, req->key.len);
+    }
     if (memcached_size_ok(srv->settings, req->key.len, req->flags, req->bytes)) {
         rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
                            clock_realtime(&srv->clock, req->exptime), req->bytes, now, &it);
@@ -219,6 +231,9 @@ static void process_delete(struct conn *c, const struct text_request *req)
     struct server *srv = srv_of(c);
     bool found = false, mismatch = false;
     unsigned cls = 0;
+    if (detail_on(srv)) {
+        prefix_stats_record_delete(srv->prefix_stats, req->key.p, req->key.len);
+    }
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, clock_now(&srv->clock), &found,
                    &mismatch, &cls);
@@ -339,6 +354,30 @@ static void emit_stat(void *ctx, const char *name, const char *value)
     }
 }
 
+static void emit_line(void *ctx, const char *text)
+{
+    conn_out_str(ctx, text);
+}
+
+/* "stats detail on|off|dump". */
+static void process_stats_detail(struct conn *c, const struct text_token *arg)
+{
+    struct server *srv = srv_of(c);
+    bool *enabled = &srv->settings->detail_enabled;
+    if (arg != NULL && arg->len == 2 && memcmp(arg->p, "on", 2) == 0) {
+        __atomic_store_n(enabled, true, __ATOMIC_RELAXED);
+        conn_out_str(c, "OK");
+    } else if (arg != NULL && arg->len == 3 && memcmp(arg->p, "off", 3) == 0) {
+        __atomic_store_n(enabled, false, __ATOMIC_RELAXED);
+        conn_out_str(c, "OK");
+    } else if (arg != NULL && arg->len == 4 && memcmp(arg->p, "dump", 4) == 0) {
+        prefix_stats_dump(srv->prefix_stats, emit_line, c);
+        conn_out_str(c, "END");
+    } else {
+        conn_out_str(c, "CLIENT_ERROR usage: stats detail on|off|dump");
+    }
+}
+
 static void process_stats(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
@@ -361,6 +400,9 @@ static void process_stats(struct conn *c, const struct text_request *req)
             emit_stat(c, "sizes_status", "disabled");
         } else if (SUB_IS("conns")) {
             stats_render_conns(srv, emit_stat, c);
+        } else if (SUB_IS("detail")) {
+            process_stats_detail(c, req->nargs > 2 ? &req->args[2] : NULL);
+            return;
         } else {
             conn_out_str(c, "ERROR");
             return;
@@ -413,6 +455,7 @@ void process_text(struct conn *c, const struct text_request *req)
         break;
     case TEXT_CMD_VERBOSITY:
         srv->verbose = req->delta > 2 ? 2 : (int)req->delta;
+        __atomic_store_n(&srv->settings->verbose, srv->verbose, __ATOMIC_RELAXED);
         reply(c, "OK");
         break;
     case TEXT_CMD_QUIT:

@@ -21,6 +21,7 @@
 
 struct conn;
 struct listener;
+struct prefix_stats;
 struct event_base;
 struct event;
 
@@ -65,7 +66,8 @@ struct server {
     struct thread_stats stats_baseline;
     struct conn **registry; /* by fd, for "stats conns" */
     int registry_size;
-    struct listener *listeners; /* set up by listener.c */
+    struct prefix_stats *prefix_stats; /* "stats detail" */
+    struct listener *listeners;        /* set up by listener.c */
     int nlisteners;
     volatile int verbose;       /* "verbosity" changes it at run time */
     volatile int shutdown_mode; /* 0 none, 1 exit, 2 graceful; set by "shutdown" */
