@@ -114,6 +114,7 @@ void conn_close(struct conn *c, const char *reason)
     close(c->fd);
     release_output(c);
     storage_release(srv->storage, &c->item);
+    free(c->meta_pending);
     free_rbuf(c);
     free(c->wbuf);
     free(c->segs);

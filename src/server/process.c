@@ -11,6 +11,7 @@
 #include "log.h"
 #include "numparse.h"
 #include "prefix_stats.h"
+#include "process_meta.h"
 #include "server.h"
 #include "storage.h"
 
@@ -174,6 +175,10 @@ void process_complete_nread(struct conn *c)
     struct server *srv = srv_of(c);
     struct thread_stats *ts = &c->w->stats;
     struct item *it = c->item;
+    if (c->item_cmd == TEXT_CMD_META) {
+        process_meta_complete_nread(c);
+        return;
+    }
     const char *end = storage_item_value(it) + storage_item_nbytes(it);
 
     c->item = NULL;
@@ -473,8 +478,7 @@ void process_text(struct conn *c, const struct text_request *req)
         process_memlimit(c, req);
         break;
     case TEXT_CMD_META:
-        /* The meta protocol arrives with a later change. */
-        conn_out_str(c, "ERROR");
+        process_meta(c, req);
         break;
     case TEXT_CMD_ERROR:
     default:
