@@ -69,6 +69,7 @@ struct conn {
     uint32_t item_done; /* bytes of value+"\r\n" received so far */
     uint32_t item_need; /* value length + 2 */
     uint64_t swallow;   /* bytes left to discard */
+    void *meta_pending; /* an ms awaiting its data block (process_meta.c); freed with free() */
 
     /* write side */
     char *wbuf;
