@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "process.h"
+#include "process_binary.h"
 #include "server.h"
 
 #define RBUF_SIZE 16384
@@ -368,6 +369,33 @@ static void consume(struct conn *c, size_t n)
     }
 }
 
+/* Runs one buffered binary request. Returns false when it needs more bytes
+ * or the connection must close (then c->close_now is set). */
+static bool conn_process_binary(struct conn *c)
+{
+    struct bin_request req;
+    size_t used = 0;
+    enum bin_result r = bin_parse_request(c->rbuf + c->rstart, c->rlen, &req, &used);
+    switch (r) {
+    case BIN_NEED_MORE:
+        return false;
+    case BIN_CLOSE:
+        c->close_now = true;
+        return false;
+    case BIN_ERROR:
+        process_binary_error(c, &req);
+        consume(c, used);
+        return true;
+    case BIN_OK:
+        break;
+    }
+    c->last_cmd_time = clock_now(&c->w->srv->clock);
+    /* The request's pointers stay valid until consume(): process never reads. */
+    process_binary(c, &req);
+    consume(c, used);
+    return true;
+}
+
 /* Runs buffered requests. Returns false when the connection must close now. */
 static bool conn_process(struct conn *c, bool *yielded)
 {
@@ -410,21 +438,21 @@ static bool conn_process(struct conn *c, bool *yielded)
             unsigned char first = (unsigned char)c->rbuf[c->rstart];
             enum binding_protocol bp = srv->settings->binding_protocol;
             c->binary = bp == PROTO_BINARY || (bp == PROTO_AUTO && first == 0x80);
-            if (c->binary) {
-                /* The binary protocol arrives with a later change. */
-                if (srv->verbose > 0) {
-                    log_msg(LOG_INFO, "%d: binary protocol not supported yet, closing", c->fd);
-                }
-                return false;
-            }
             if (srv->verbose > 1) {
-                log_msg(LOG_DEBUG, "%d: Client using the ascii protocol", c->fd);
+                log_msg(LOG_DEBUG, "%d: Client using the %s protocol", c->fd,
+                        c->binary ? "binary" : "ascii");
             }
         }
         if (budget-- <= 0) {
             STAT_INCR(&c->w->stats, conn_yields);
             *yielded = true;
             return true;
+        }
+        if (c->binary) {
+            if (!conn_process_binary(c)) {
+                return !c->close_now;
+            }
+            continue;
         }
         struct text_request req;
         size_t used = 0;

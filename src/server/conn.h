@@ -49,6 +49,7 @@ struct conn {
     bool binary; /* protocol picked from the first byte */
     bool proto_known;
     bool close_after_write;
+    bool close_now;   /* a protocol error: close without a reply */
     bool peer_closed; /* read() saw EOF: close once buffered requests are answered */
     bool noreply;     /* current command's reply is suppressed */
     struct event *ev;
@@ -67,7 +68,9 @@ struct conn {
     uint64_t item_cas;
     uint64_t item_hv;
     uint32_t item_done; /* bytes of value+"\r\n" received so far */
-    uint32_t item_need; /* value length + 2 */
+    uint32_t item_need; /* value length + 2 (text), value length (binary) */
+    uint8_t bin_opcode; /* the binary request the item belongs to */
+    uint32_t bin_opaque;
     uint64_t swallow;   /* bytes left to discard */
     void *meta_pending; /* an ms awaiting its data block (process_meta.c); freed with free() */
 

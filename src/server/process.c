@@ -11,6 +11,7 @@
 #include "log.h"
 #include "numparse.h"
 #include "prefix_stats.h"
+#include "process_binary.h"
 #include "process_meta.h"
 #include "server.h"
 #include "storage.h"
@@ -121,7 +122,7 @@ static enum storage_op store_op(enum text_cmd cmd)
 /* memcached's item size rule, so that the largest storable value is the
  * same: a 48-byte header, the CAS unless -C, the key and its terminator, the
  * flags when non-zero, and the value with its "\r\n" must fit in -I. */
-static bool memcached_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes)
+bool process_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes)
 {
     size_t total = 48 + (s->use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
     return total <= s->item_size_max;
@@ -137,7 +138,7 @@ static void process_update(struct conn *c, const struct text_request *req)
     if (detail_on(srv)) {
         prefix_stats_record_set(srv->prefix_stats, req->key.p, req->key.len);
     }
-    if (memcached_size_ok(srv->settings, req->key.len, req->flags, req->bytes)) {
+    if (process_size_ok(srv->settings, req->key.len, req->flags, req->bytes)) {
         rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
                            clock_realtime(&srv->clock, req->exptime), req->bytes, now, &it);
     }
@@ -175,6 +176,10 @@ void process_complete_nread(struct conn *c)
     struct server *srv = srv_of(c);
     struct thread_stats *ts = &c->w->stats;
     struct item *it = c->item;
+    if (c->binary) {
+        process_binary_complete_nread(c);
+        return;
+    }
     if (c->item_cmd == TEXT_CMD_META) {
         process_meta_complete_nread(c);
         return;
