@@ -132,6 +132,38 @@ void conn_close(struct conn *c, const char *reason)
     free(c);
 }
 
+size_t conn_out_pending(const struct conn *c)
+{
+    size_t n = 0;
+    for (uint32_t i = c->seg_sent; i < c->nsegs; i++) {
+        n += c->segs[i].len;
+    }
+    return n - c->seg_off;
+}
+
+void conn_out_flatten(const struct conn *c, char *dst)
+{
+    for (uint32_t i = c->seg_sent; i < c->nsegs; i++) {
+        const struct out_seg *s = &c->segs[i];
+        const char *base = s->it != NULL ? s->ptr : c->wbuf + s->off;
+        size_t skip = i == c->seg_sent ? c->seg_off : 0;
+        memcpy(dst, base + skip, s->len - skip);
+        dst += s->len - skip;
+    }
+}
+
+void conn_reset(struct conn *c)
+{
+    release_output(c);
+    storage_release(c->w->srv->storage, &c->item);
+    free(c->meta_pending);
+    c->meta_pending = NULL;
+    c->state = CONN_NEW_CMD;
+    c->swallow = 0;
+    c->rstart = c->rlen = 0;
+    c->close_after_write = c->close_now = false;
+}
+
 const char *conn_state_name(enum conn_state s)
 {
     switch (s) {
@@ -396,8 +428,7 @@ static bool conn_process_binary(struct conn *c)
     return true;
 }
 
-/* Runs buffered requests. Returns false when the connection must close now. */
-static bool conn_process(struct conn *c, bool *yielded)
+bool conn_run(struct conn *c, bool *yielded)
 {
     struct server *srv = c->w->srv;
     int budget = srv->settings->reqs_per_event;
@@ -475,7 +506,7 @@ static bool conn_process(struct conn *c, bool *yielded)
 void conn_drive(struct conn *c)
 {
     bool yielded = false;
-    if (!conn_process(c, &yielded)) {
+    if (!conn_run(c, &yielded)) {
         conn_flush(c);
         conn_close(c, "error");
         return;

@@ -47,6 +47,7 @@ struct conn {
     int fd;
     enum conn_state state;
     bool binary; /* protocol picked from the first byte */
+    bool is_udp; /* a worker's UDP socket: one request datagram at a time */
     bool proto_known;
     bool close_after_write;
     bool close_now;   /* a protocol error: close without a reply */
@@ -92,8 +93,18 @@ void conn_out(struct conn *c, const void *data, size_t len);
 void conn_out_str(struct conn *c, const char *s); /* s followed by "\r\n" */
 /* Queues len bytes at ptr inside item it; takes over one reference to it. */
 void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len);
-/* Processes whatever the read buffer holds (used after a yield). */
+/* Processes whatever the read buffer holds, writes the replies and sets the
+ * events for what comes next (used after a yield). */
 void conn_drive(struct conn *c);
+/* Runs the requests buffered in the read buffer, at most -R of them before
+ * setting *yielded. Returns false when the connection must be closed. */
+bool conn_run(struct conn *c, bool *yielded);
+
+/* For datagram transports: the bytes queued for output, copying them out,
+ * and dropping all per-request state between datagrams. */
+size_t conn_out_pending(const struct conn *c);
+void conn_out_flatten(const struct conn *c, char *dst);
+void conn_reset(struct conn *c);
 
 const char *conn_state_name(enum conn_state s);
 

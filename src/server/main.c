@@ -21,6 +21,7 @@
 #include "server.h"
 #include "settings.h"
 #include "storage.h"
+#include "udp.h"
 
 static struct event *shutdown_ev;
 
@@ -112,6 +113,9 @@ int main(int argc, char **argv)
         rc = listeners_open(&srv);
     }
     if (rc == 0) {
+        rc = udp_open(&srv);
+    }
+    if (rc == 0) {
         rc = daemon_drop_privileges(&settings);
     }
     if (rc == 0 && settings.daemonize) {
@@ -154,6 +158,7 @@ int main(int argc, char **argv)
     /* Teardown, in reverse. */
     listeners_close(&srv);
     workers_stop(&srv);
+    udp_close(&srv);
     background_stop(&srv);
     for (int i = 0; i < 4; i++) {
         if (signals[i] != NULL) {

@@ -69,6 +69,8 @@ struct server {
     struct prefix_stats *prefix_stats; /* "stats detail" */
     struct listener *listeners;        /* set up by listener.c */
     int nlisteners;
+    int *udp_fds; /* set up by udp.c; -1 once a worker owns one */
+    int nudp;
     volatile int verbose;       /* "verbosity" changes it at run time */
     volatile int shutdown_mode; /* 0 none, 1 exit, 2 graceful; set by "shutdown" */
 };

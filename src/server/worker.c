@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "log.h"
 #include "server.h"
+#include "udp.h"
 
 struct pending_conn {
     struct pending_conn *next;
@@ -136,6 +137,13 @@ int workers_start(struct server *srv)
             w->tick_ev = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
             event_add(w->tick_ev, &one);
         }
+    }
+    for (int j = 0; j < srv->nudp; j++) {
+        if (udp_attach(&srv->workers[(unsigned)j % srv->nworkers], srv->udp_fds[j]) != 0) {
+            log_msg(LOG_ERROR, "failed to serve a UDP socket");
+            return -1;
+        }
+        srv->udp_fds[j] = -1;
     }
     for (unsigned i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
