@@ -47,8 +47,17 @@ bool num_parse_u64(const char *s, size_t n, uint64_t *out)
 {
     bool neg;
     uint64_t v;
-    if (!parse_mag(s, n, &neg, &v) || (neg && v != 0)) {
+    if (!parse_mag(s, n, &neg, &v)) {
         return false;
+    }
+    /* strtoull negates a signed magnitude modulo 2^64; memcached then refuses
+     * the result only when it looks negative as a signed number, so "-1"
+     * fails while "-18446744073709551615" reads as 1. */
+    if (neg) {
+        v = 0 - v;
+        if (v > (uint64_t)INT64_MAX) {
+            return false;
+        }
     }
     *out = v;
     return true;

@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Unsigned: a '-' is refused unless the value is zero. */
+/* Unsigned, with strtoull's sign rule as memcached applies it: a '-' is
+ * refused when the negated value looks negative as a signed number. */
 bool num_parse_u64(const char *s, size_t n, uint64_t *out);
 bool num_parse_u32(const char *s, size_t n, uint32_t *out);
 /* Signed. */

@@ -167,51 +167,6 @@ size_t meta_base64_encode(const unsigned char *src, size_t n, char *out)
 
 /* ---- Numeric tokens ---- */
 
-static bool meta_is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-/*
- * memcached's safe_strtoull(): strtoull() rules, so "-5" wraps to a huge
- * value and is then refused because it looks negative as a signed number,
- * while a '-' in front of a magnitude above 2^63 yields a small positive
- * value that is accepted (verified: C-18446744073709551615 reads as 1).
- */
-static bool meta_parse_ull(const char *s, size_t n, uint64_t *out)
-{
-    size_t i = 0;
-    while (i < n && meta_is_space(s[i])) {
-        i++;
-    }
-    bool neg = false;
-    if (i < n && (s[i] == '+' || s[i] == '-')) {
-        neg = s[i] == '-';
-        i++;
-    }
-    size_t start = i;
-    uint64_t v = 0;
-    while (i < n && s[i] >= '0' && s[i] <= '9') {
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) {
-            return false;
-        }
-        v = v * 10 + d;
-        i++;
-    }
-    if (i == start || (i < n && !meta_is_space(s[i]))) {
-        return false;
-    }
-    if (neg) {
-        v = 0 - v;
-        if (v > (uint64_t)INT64_MAX) {
-            return false;
-        }
-    }
-    *out = v;
-    return true;
-}
-
 /* The token after a flag's first character. */
 static void meta_flag_arg(const struct text_token *t, const char **p, size_t *n)
 {
@@ -296,7 +251,7 @@ static enum meta_error meta_parse_flags(const struct text_request *treq, unsigne
             break;
         case 'F': {
             uint64_t v;
-            if (!meta_parse_ull(arg, narg, &v)) {
+            if (!num_parse_u64(arg, narg, &v)) {
                 failed = true;
             } else {
                 req->client_flags = (uint32_t)v;
@@ -304,7 +259,7 @@ static enum meta_error meta_parse_flags(const struct text_request *treq, unsigne
             break;
         }
         case 'C':
-            if (!meta_parse_ull(arg, narg, &req->cas)) {
+            if (!num_parse_u64(arg, narg, &req->cas)) {
                 msg = META_ERR_BAD_TOKEN;
                 failed = true;
             }
@@ -318,13 +273,13 @@ static enum meta_error meta_parse_flags(const struct text_request *treq, unsigne
             }
             break;
         case 'J':
-            if (!meta_parse_ull(arg, narg, &req->initial)) {
+            if (!num_parse_u64(arg, narg, &req->initial)) {
                 msg = META_ERR_BAD_INITIAL;
                 failed = true;
             }
             break;
         case 'D':
-            if (!meta_parse_ull(arg, narg, &req->delta)) {
+            if (!num_parse_u64(arg, narg, &req->delta)) {
                 msg = META_ERR_BAD_DELTA;
                 failed = true;
             }

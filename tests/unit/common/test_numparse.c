@@ -25,6 +25,10 @@ static void test_u64(void **state)
     assert_false(num_parse_u64(S("-1"), &v));
     assert_true(num_parse_u64(S("-0"), &v));
     assert_int_equal(v, 0);
+    /* strtoull wraps the sign; memcached accepts what is then positive. */
+    assert_true(num_parse_u64(S("-18446744073709551615"), &v));
+    assert_int_equal(v, 1);
+    assert_false(num_parse_u64(S("-9223372036854775807"), &v));
     assert_true(num_parse_u64(S("  42"), &v));
     assert_int_equal(v, 42);
     assert_true(num_parse_u64(S("+42"), &v));
