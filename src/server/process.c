@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "numparse.h"
+#include "ops.h"
 #include "prefix_stats.h"
 #include "process_binary.h"
 #include "process_meta.h"
@@ -33,54 +34,17 @@ static void reply(struct conn *c, const char *line)
     conn_out_str(c, line);
 }
 
-static bool detail_on(struct server *srv)
-{
-    return __atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED);
-}
-
 static void process_get(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
     bool with_cas = req->cmd == TEXT_CMD_GETS || req->cmd == TEXT_CMD_GATS;
     bool touch = req->cmd == TEXT_CMD_GAT || req->cmd == TEXT_CMD_GATS;
-    rel_time_t now = clock_now(&srv->clock);
-    rel_time_t exptime = touch ? clock_realtime(&srv->clock, req->exptime) : 0;
     const char *p = req->keys;
     const char *end = req->keys + req->keys_len;
     struct text_token key;
 
     while (text_next_token(&p, end, &key)) {
-        uint64_t hv = storage_hash(key.p, key.len);
-        enum storage_get_outcome why;
-        struct item *it;
-        if (touch) {
-            it = storage_get_touch(srv->storage, key.p, key.len, hv, now, exptime, &why);
-            STAT_INCR(ts, touch_cmds);
-            if (it != NULL) {
-                STAT_INCR(ts, touch_hits);
-                SLAB_INCR(ts, storage_item_class(it), touch_hits);
-            } else {
-                STAT_INCR(ts, touch_misses);
-            }
-        } else {
-            it = storage_get(srv->storage, key.p, key.len, hv, now, &why);
-            STAT_INCR(ts, get_cmds);
-            if (it != NULL) {
-                STAT_INCR(ts, get_hits);
-                SLAB_INCR(ts, storage_item_class(it), get_hits);
-            } else {
-                STAT_INCR(ts, get_misses);
-                if (why == STORAGE_EXPIRED) {
-                    STAT_INCR(ts, get_expired);
-                } else if (why == STORAGE_FLUSHED) {
-                    STAT_INCR(ts, get_flushed);
-                }
-            }
-        }
-        if (detail_on(srv)) {
-            prefix_stats_record_get(srv->prefix_stats, key.p, key.len, it != NULL);
-        }
+        struct item *it = ops_fetch(c, key.p, key.len, touch, req->exptime);
         if (it == NULL) {
             continue;
         }
@@ -119,47 +83,17 @@ static enum storage_op store_op(enum text_cmd cmd)
     }
 }
 
-/* memcached's item size rule, so that the largest storable value is the
- * same: a 48-byte header, the CAS unless -C, the key and its terminator, the
- * flags when non-zero, and the value with its "\r\n" must fit in -I. */
-bool process_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes)
-{
-    size_t total = 48 + (s->use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
-    return total <= s->item_size_max;
-}
-
 static void process_update(struct conn *c, const struct text_request *req)
 {
-    struct server *srv = srv_of(c);
-    rel_time_t now = clock_now(&srv->clock);
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
     struct item *it = NULL;
-    int rc = STORAGE_E2BIG;
-    if (detail_on(srv)) {
-        prefix_stats_record_set(srv->prefix_stats, req->key.p, req->key.len);
-    }
-    if (process_size_ok(srv->settings, req->key.len, req->flags, req->bytes)) {
-        rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->flags,
-                           clock_realtime(&srv->clock, req->exptime), req->bytes, now, &it);
-    }
+    uint64_t hv;
+    int rc = ops_alloc(c, req->key.p, req->key.len, req->flags, req->exptime, req->bytes,
+                       req->cmd == TEXT_CMD_SET, &hv, &it);
     if (rc != STORAGE_OK) {
-        if (rc == STORAGE_E2BIG) {
-            STAT_INCR(&c->w->stats, store_too_large);
-            reply(c, "SERVER_ERROR object too large for cache");
-        } else {
-            STAT_INCR(&c->w->stats, store_no_memory);
-            reply(c, "SERVER_ERROR out of memory storing object");
-        }
-        /* Swallow the data block. A failed set also drops the old value, so
-         * that it never leaves stale data behind (memcached does this for
-         * set only). */
+        reply(c, rc == STORAGE_E2BIG ? "SERVER_ERROR object too large for cache"
+                                     : "SERVER_ERROR out of memory storing object");
         c->swallow = (uint64_t)req->bytes + 2;
         c->state = CONN_SWALLOW;
-        if (req->cmd == TEXT_CMD_SET) {
-            bool found, mismatch;
-            storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch,
-                           NULL);
-        }
         return;
     }
     c->item = it;
@@ -174,7 +108,6 @@ static void process_update(struct conn *c, const struct text_request *req)
 void process_complete_nread(struct conn *c)
 {
     struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
     struct item *it = c->item;
     if (c->binary) {
         process_binary_complete_nread(c);
@@ -184,23 +117,20 @@ void process_complete_nread(struct conn *c)
         process_meta_complete_nread(c);
         return;
     }
-    const char *end = storage_item_value(it) + storage_item_nbytes(it);
-
     c->item = NULL;
-    STAT_INCR(ts, set_cmds);
-    unsigned cls = storage_item_class(it);
-    SLAB_INCR(ts, cls, cmd_set);
+    const char *end = storage_item_value(it) + storage_item_nbytes(it);
     if (end[0] != '\r' || end[1] != '\n') {
+        /* memcached counts the attempt before it checks the terminator. */
+        STAT_INCR(&c->w->stats, set_cmds);
+        SLAB_INCR(&c->w->stats, storage_item_class(it), cmd_set);
         reply(c, "CLIENT_ERROR bad data chunk");
         storage_release(srv->storage, &it);
         return;
     }
-    enum storage_store_outcome out = STORAGE_NOT_STORED;
-    int rc = storage_store(srv->storage, it, store_op(c->item_cmd), c->item_cas, c->item_hv,
-                           clock_now(&srv->clock), &out, NULL);
-    storage_release(srv->storage, &it);
-    if (rc == STORAGE_ENOMEM && c->item_cmd != TEXT_CMD_APPEND && c->item_cmd != TEXT_CMD_PREPEND) {
-        STAT_INCR(ts, store_no_memory);
+    enum storage_store_outcome out;
+    enum storage_op op = store_op(c->item_cmd);
+    int rc = ops_store(c, it, op, c->item_cas, c->item_hv, &out, NULL);
+    if (rc != STORAGE_OK && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
         reply(c, "SERVER_ERROR out of memory storing object");
         return;
     }
@@ -208,17 +138,6 @@ void process_complete_nread(struct conn *c)
         /* An append/prepend whose joined value cannot be allocated is not
          * stored, as in memcached. */
         out = STORAGE_NOT_STORED;
-    }
-    if (c->item_cmd == TEXT_CMD_CAS) {
-        if (out == STORAGE_STORED) {
-            STAT_INCR(ts, cas_hits);
-            SLAB_INCR(ts, cls, cas_hits);
-        } else if (out == STORAGE_EXISTS) {
-            STAT_INCR(ts, cas_badval);
-            SLAB_INCR(ts, cls, cas_badval);
-        } else if (out == STORAGE_NOT_FOUND) {
-            STAT_INCR(ts, cas_misses);
-        }
     }
     switch (out) {
     case STORAGE_STORED:
@@ -238,38 +157,17 @@ void process_complete_nread(struct conn *c)
 
 static void process_delete(struct conn *c, const struct text_request *req)
 {
-    struct server *srv = srv_of(c);
-    bool found = false, mismatch = false;
-    unsigned cls = 0;
-    if (detail_on(srv)) {
-        prefix_stats_record_delete(srv->prefix_stats, req->key.p, req->key.len);
-    }
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, clock_now(&srv->clock), &found,
-                   &mismatch, &cls);
-    if (found) {
-        STAT_INCR(&c->w->stats, delete_hits);
-        SLAB_INCR(&c->w->stats, cls, delete_hits);
-        reply(c, "DELETED");
-    } else {
-        STAT_INCR(&c->w->stats, delete_misses);
-        reply(c, "NOT_FOUND");
-    }
+    bool found, mismatch;
+    ops_delete(c, req->key.p, req->key.len, 0, &found, &mismatch);
+    reply(c, found ? "DELETED" : "NOT_FOUND");
 }
 
 static void process_arith(struct conn *c, const struct text_request *req)
 {
-    struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
-    bool incr = req->cmd == TEXT_CMD_INCR;
-    struct storage_arith a = {.incr = incr, .delta = req->delta};
-    enum storage_arith_outcome out = STORAGE_ARITH_NOT_FOUND;
+    struct storage_arith a = {.incr = req->cmd == TEXT_CMD_INCR, .delta = req->delta};
+    enum storage_arith_outcome out;
     uint64_t value = 0;
-    unsigned cls = 0;
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    int rc = storage_arith(srv->storage, req->key.p, req->key.len, hv, &a, clock_now(&srv->clock),
-                           &out, &value, NULL, &cls);
-    if (rc != STORAGE_OK) {
+    if (ops_arith(c, req->key.p, req->key.len, &a, &out, &value, NULL) != STORAGE_OK) {
         reply(c, "SERVER_ERROR out of memory");
         return;
     }
@@ -277,13 +175,6 @@ static void process_arith(struct conn *c, const struct text_request *req)
     case STORAGE_ARITH_OK: {
         char num[24];
         num[num_format_u64(num, value)] = '\0';
-        if (incr) {
-            STAT_INCR(ts, incr_hits);
-            SLAB_INCR(ts, cls, incr_hits);
-        } else {
-            STAT_INCR(ts, decr_hits);
-            SLAB_INCR(ts, cls, decr_hits);
-        }
         reply(c, num);
         break;
     }
@@ -291,11 +182,6 @@ static void process_arith(struct conn *c, const struct text_request *req)
         reply(c, "CLIENT_ERROR cannot increment or decrement non-numeric value");
         break;
     default:
-        if (incr) {
-            STAT_INCR(ts, incr_misses);
-        } else {
-            STAT_INCR(ts, decr_misses);
-        }
         reply(c, "NOT_FOUND");
         break;
     }
@@ -303,36 +189,18 @@ static void process_arith(struct conn *c, const struct text_request *req)
 
 static void process_touch(struct conn *c, const struct text_request *req)
 {
-    struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    struct item *it =
-        storage_get_touch(srv->storage, req->key.p, req->key.len, hv, clock_now(&srv->clock),
-                          clock_realtime(&srv->clock, req->exptime), NULL);
-    STAT_INCR(ts, touch_cmds);
+    struct item *it = ops_fetch(c, req->key.p, req->key.len, true, req->exptime);
     if (it != NULL) {
-        STAT_INCR(ts, touch_hits);
-        SLAB_INCR(ts, storage_item_class(it), touch_hits);
-        storage_release(srv->storage, &it);
+        storage_release(srv_of(c)->storage, &it);
         reply(c, "TOUCHED");
     } else {
-        STAT_INCR(ts, touch_misses);
         reply(c, "NOT_FOUND");
     }
 }
 
 static void process_flush_all(struct conn *c, const struct text_request *req)
 {
-    struct server *srv = srv_of(c);
-    STAT_INCR(&c->w->stats, flush_cmds);
-    if (!srv->settings->flush_enabled) {
-        reply(c, "CLIENT_ERROR flush_all not allowed");
-        return;
-    }
-    rel_time_t now = clock_now(&srv->clock);
-    rel_time_t when = req->exptime > 0 ? clock_realtime(&srv->clock, req->exptime) : now;
-    storage_flush(srv->storage, when, now);
-    reply(c, "OK");
+    reply(c, ops_flush(c, req->exptime) ? "OK" : "CLIENT_ERROR flush_all not allowed");
 }
 
 static void process_memlimit(struct conn *c, const struct text_request *req)

@@ -13,14 +13,6 @@
 #include "conn.h"
 #include "text.h"
 
-struct settings;
-
-/* memcached's item size rule, so that the largest storable value is the
- * same as memcached's: a 48-byte header, the CAS unless -C, the key and its
- * terminator, the flags when non-zero, and the value with its "\r\n" must
- * fit in -I. */
-bool process_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes);
-
 /* Runs one parsed text request. */
 void process_text(struct conn *c, const struct text_request *req);
 /* Called by the connection once a data block (value + "\r\n") is in c->item. */

@@ -8,8 +8,7 @@
 
 #include "binary.h"
 #include "log.h"
-#include "prefix_stats.h"
-#include "process.h"
+#include "ops.h"
 #include "server.h"
 #include "storage.h"
 
@@ -35,41 +34,8 @@ static void send_ok(struct conn *c, const struct bin_request *req, uint64_t cas)
 
 static void process_get(struct conn *c, const struct bin_request *req)
 {
-    struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
     bool touch = req->cmd == BIN_OP_TOUCH || req->cmd == BIN_OP_GAT || req->cmd == BIN_OP_GATK;
-    rel_time_t now = clock_now(&srv->clock);
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    enum storage_get_outcome why = STORAGE_MISS;
-    struct item *it;
-    if (touch) {
-        it = storage_get_touch(srv->storage, req->key.p, req->key.len, hv, now,
-                               clock_realtime(&srv->clock, (int64_t)req->exptime), &why);
-        STAT_INCR(ts, touch_cmds);
-        if (it != NULL) {
-            STAT_INCR(ts, touch_hits);
-            SLAB_INCR(ts, storage_item_class(it), touch_hits);
-        } else {
-            STAT_INCR(ts, touch_misses);
-        }
-    } else {
-        it = storage_get(srv->storage, req->key.p, req->key.len, hv, now, &why);
-        STAT_INCR(ts, get_cmds);
-        if (it != NULL) {
-            STAT_INCR(ts, get_hits);
-            SLAB_INCR(ts, storage_item_class(it), get_hits);
-        } else {
-            STAT_INCR(ts, get_misses);
-            if (why == STORAGE_EXPIRED) {
-                STAT_INCR(ts, get_expired);
-            } else if (why == STORAGE_FLUSHED) {
-                STAT_INCR(ts, get_flushed);
-            }
-        }
-    }
-    if (__atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED)) {
-        prefix_stats_record_get(srv->prefix_stats, req->key.p, req->key.len, it != NULL);
-    }
+    struct item *it = ops_fetch(c, req->key.p, req->key.len, touch, (int64_t)req->exptime);
     if (it == NULL) {
         if (req->quiet) {
             return;
@@ -96,44 +62,24 @@ static void process_get(struct conn *c, const struct bin_request *req)
     if (with_value && nbytes > 0) {
         conn_out_item(c, it, storage_item_value(it), nbytes);
     } else {
-        storage_release(srv->storage, &it);
+        storage_release(srv_of(c)->storage, &it);
     }
 }
 
 static void process_update(struct conn *c, const struct bin_request *req)
 {
-    struct server *srv = srv_of(c);
-    rel_time_t now = clock_now(&srv->clock);
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
     bool has_extras =
         req->cmd == BIN_OP_SET || req->cmd == BIN_OP_ADD || req->cmd == BIN_OP_REPLACE;
-    uint32_t flags = has_extras ? req->flags : 0;
     struct item *it = NULL;
-    int rc = STORAGE_E2BIG;
-
-    if (__atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED)) {
-        prefix_stats_record_set(srv->prefix_stats, req->key.p, req->key.len);
-    }
-    if (process_size_ok(srv->settings, req->key.len, flags, req->value_len)) {
-        rc = storage_alloc(srv->storage, req->key.p, req->key.len, flags,
-                           has_extras ? clock_realtime(&srv->clock, (int64_t)req->exptime) : 0,
-                           req->value_len, now, &it);
-    }
+    uint64_t hv;
+    int rc = ops_alloc(c, req->key.p, req->key.len, has_extras ? req->flags : 0,
+                       has_extras ? (int64_t)req->exptime : 0, req->value_len,
+                       req->cmd == BIN_OP_SET, &hv, &it);
     if (rc != STORAGE_OK) {
-        if (rc == STORAGE_E2BIG) {
-            STAT_INCR(&c->w->stats, store_too_large);
-            send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_E2BIG);
-        } else {
-            STAT_INCR(&c->w->stats, store_no_memory);
-            send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_ENOMEM);
-        }
+        send_error(c, req->hdr.opcode, req->hdr.opaque,
+                   rc == STORAGE_E2BIG ? BIN_STATUS_E2BIG : BIN_STATUS_ENOMEM);
         c->swallow = bin_swallow_len(req->value_len);
         c->state = c->swallow > 0 ? CONN_SWALLOW : CONN_NEW_CMD;
-        if (req->cmd == BIN_OP_SET) {
-            bool found, mismatch;
-            storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch,
-                           NULL);
-        }
         return;
     }
     c->item = it;
@@ -146,71 +92,48 @@ static void process_update(struct conn *c, const struct bin_request *req)
     c->state = CONN_NREAD;
 }
 
+static enum storage_op store_op(uint8_t base, uint64_t cas)
+{
+    switch (base) {
+    case BIN_OP_APPEND:
+        return STORAGE_APPEND;
+    case BIN_OP_PREPEND:
+        return STORAGE_PREPEND;
+    default:
+        break;
+    }
+    /* A CAS in a SET/ADD/REPLACE request turns it into a compare-and-swap. */
+    if (cas != 0) {
+        return STORAGE_CAS;
+    }
+    return base == BIN_OP_ADD       ? STORAGE_ADD
+           : base == BIN_OP_REPLACE ? STORAGE_REPLACE
+                                    : STORAGE_SET;
+}
+
 void process_binary_complete_nread(struct conn *c)
 {
-    struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
     struct item *it = c->item;
     uint8_t opcode = c->bin_opcode;
     uint8_t base = bin_opcode_base(opcode);
-    bool quiet = bin_opcode_is_quiet(opcode);
-    enum storage_op op;
+    enum storage_op op = store_op(base, c->item_cas);
 
     c->item = NULL;
     /* Binary values carry no terminator; the item keeps one for text readers. */
     memcpy(storage_item_value(it) + storage_item_nbytes(it), "\r\n", 2);
-    STAT_INCR(ts, set_cmds);
-    unsigned cls = storage_item_class(it);
-    SLAB_INCR(ts, cls, cmd_set);
-
-    switch (base) {
-    case BIN_OP_ADD:
-        op = STORAGE_ADD;
-        break;
-    case BIN_OP_REPLACE:
-        op = STORAGE_REPLACE;
-        break;
-    case BIN_OP_APPEND:
-        op = STORAGE_APPEND;
-        break;
-    case BIN_OP_PREPEND:
-        op = STORAGE_PREPEND;
-        break;
-    default:
-        op = STORAGE_SET;
-        break;
-    }
-    /* A CAS in a SET/ADD/REPLACE request turns it into a compare-and-swap. */
-    if (c->item_cas != 0 && (op == STORAGE_SET || op == STORAGE_ADD || op == STORAGE_REPLACE)) {
-        op = STORAGE_CAS;
-    }
-    enum storage_store_outcome out = STORAGE_NOT_STORED;
+    enum storage_store_outcome out;
     uint64_t cas = 0;
-    int rc = storage_store(srv->storage, it, op, c->item_cas, c->item_hv, clock_now(&srv->clock),
-                           &out, &cas);
-    storage_release(srv->storage, &it);
-    if (rc == STORAGE_ENOMEM && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
-        STAT_INCR(ts, store_no_memory);
+    int rc = ops_store(c, it, op, c->item_cas, c->item_hv, &out, &cas);
+    if (rc != STORAGE_OK && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
         send_error(c, opcode, c->bin_opaque, BIN_STATUS_ENOMEM);
         return;
     }
     if (rc != STORAGE_OK) {
         out = STORAGE_NOT_STORED;
     }
-    if (op == STORAGE_CAS) {
-        if (out == STORAGE_STORED) {
-            STAT_INCR(ts, cas_hits);
-            SLAB_INCR(ts, cls, cas_hits);
-        } else if (out == STORAGE_EXISTS) {
-            STAT_INCR(ts, cas_badval);
-            SLAB_INCR(ts, cls, cas_badval);
-        } else if (out == STORAGE_NOT_FOUND) {
-            STAT_INCR(ts, cas_misses);
-        }
-    }
     switch (out) {
     case STORAGE_STORED:
-        if (!quiet) {
+        if (!bin_opcode_is_quiet(opcode)) {
             char buf[BIN_HEADER_LEN];
             conn_out(c, buf, bin_compose_ok(buf, opcode, c->bin_opaque, cas));
         }
@@ -232,23 +155,13 @@ void process_binary_complete_nread(struct conn *c)
 
 static void process_delete(struct conn *c, const struct bin_request *req)
 {
-    struct server *srv = srv_of(c);
-    bool found = false, mismatch = false;
-    unsigned cls = 0;
-    if (__atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED)) {
-        prefix_stats_record_delete(srv->prefix_stats, req->key.p, req->key.len);
-    }
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    storage_delete(srv->storage, req->key.p, req->key.len, hv, req->hdr.cas, clock_now(&srv->clock),
-                   &found, &mismatch, &cls);
+    bool found, mismatch;
+    ops_delete(c, req->key.p, req->key.len, req->hdr.cas, &found, &mismatch);
     if (found && mismatch) {
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_EEXISTS);
     } else if (found) {
-        STAT_INCR(&c->w->stats, delete_hits);
-        SLAB_INCR(&c->w->stats, cls, delete_hits);
         send_ok(c, req, 0);
     } else {
-        STAT_INCR(&c->w->stats, delete_misses);
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_ENOENT);
     }
 }
@@ -256,43 +169,23 @@ static void process_delete(struct conn *c, const struct bin_request *req)
 static void process_arith(struct conn *c, const struct bin_request *req)
 {
     struct server *srv = srv_of(c);
-    struct thread_stats *ts = &c->w->stats;
-    bool incr = req->cmd == BIN_OP_INCREMENT;
+    bool create = req->exptime != BIN_ARITH_NO_CREATE;
     struct storage_arith a = {
-        .incr = incr,
+        .incr = req->cmd == BIN_OP_INCREMENT,
         .delta = req->delta,
         .cas_in = req->hdr.cas,
-        .create = req->exptime != BIN_ARITH_NO_CREATE,
+        .create = create,
         .initial = req->initial,
-        .exptime = req->exptime != BIN_ARITH_NO_CREATE
-                       ? clock_realtime(&srv->clock, (int64_t)req->exptime)
-                       : 0,
+        .exptime = create ? clock_realtime(&srv->clock, (int64_t)req->exptime) : 0,
     };
-    enum storage_arith_outcome out = STORAGE_ARITH_NOT_FOUND;
+    enum storage_arith_outcome out;
     uint64_t value = 0, cas = 0;
-    unsigned cls = 0;
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
-    int rc = storage_arith(srv->storage, req->key.p, req->key.len, hv, &a, clock_now(&srv->clock),
-                           &out, &value, &cas, &cls);
-    if (rc != STORAGE_OK) {
+    if (ops_arith(c, req->key.p, req->key.len, &a, &out, &value, &cas) != STORAGE_OK) {
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_ENOMEM);
         return;
     }
     switch (out) {
     case STORAGE_ARITH_OK:
-        if (cls != 0) {
-            if (incr) {
-                STAT_INCR(ts, incr_hits);
-                SLAB_INCR(ts, cls, incr_hits);
-            } else {
-                STAT_INCR(ts, decr_hits);
-                SLAB_INCR(ts, cls, decr_hits);
-            }
-        } else if (incr) {
-            STAT_INCR(ts, incr_misses);
-        } else {
-            STAT_INCR(ts, decr_misses);
-        }
         if (!req->quiet) {
             char buf[BIN_ARITH_LEN];
             conn_out(c, buf, bin_compose_arith(buf, req->hdr.opcode, req->hdr.opaque, cas, value));
@@ -305,11 +198,6 @@ static void process_arith(struct conn *c, const struct bin_request *req)
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_EEXISTS);
         break;
     default:
-        if (incr) {
-            STAT_INCR(ts, incr_misses);
-        } else {
-            STAT_INCR(ts, decr_misses);
-        }
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_ENOENT);
         break;
     }
@@ -317,16 +205,11 @@ static void process_arith(struct conn *c, const struct bin_request *req)
 
 static void process_flush(struct conn *c, const struct bin_request *req)
 {
-    struct server *srv = srv_of(c);
-    STAT_INCR(&c->w->stats, flush_cmds);
-    if (!srv->settings->flush_enabled) {
+    if (ops_flush(c, (int64_t)req->exptime)) {
+        send_ok(c, req, 0);
+    } else {
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_AUTH_ERROR);
-        return;
     }
-    rel_time_t now = clock_now(&srv->clock);
-    rel_time_t when = req->exptime > 0 ? clock_realtime(&srv->clock, (int64_t)req->exptime) : now;
-    storage_flush(srv->storage, when, now);
-    send_ok(c, req, 0);
 }
 
 struct bin_stat_ctx {
