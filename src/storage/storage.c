@@ -333,14 +333,42 @@ static struct item *item_find_locked(struct storage *st, const char *key, size_t
     return it;
 }
 
-static void item_mark_used(struct item *it)
+/* Moves the item's access time forward to `now` (never back: see the flush
+ * note in storage.h, "meta protocol"). The caller holds the stripe lock. */
+static void item_touch_time(struct item *it, rel_time_t now)
+{
+    if (__atomic_load_n(&it->time, __ATOMIC_RELAXED) < now) {
+        __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
+    }
+}
+
+/* A fetch: sets the SIEVE bit, and FETCHED the first time; a later fetch
+ * moves the access time, as memcached's segmented LRU does on the second
+ * fetch of an item. The caller holds the stripe lock. */
+static void item_mark_used(struct item *it, rel_time_t now)
 {
     if (__atomic_load_n(&it->visited, __ATOMIC_RELAXED) == 0) {
         __atomic_store_n(&it->visited, 1, __ATOMIC_RELAXED);
     }
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         __atomic_fetch_or(&it->iflags, ITEM_FETCHED, __ATOMIC_RELAXED);
+    } else {
+        item_touch_time(it, now);
     }
+}
+
+static enum storage_get_outcome get_outcome(const struct item *it, enum item_state why)
+{
+    if (it != NULL) {
+        return STORAGE_HIT;
+    }
+    if (why == ITEM_EXPIRED) {
+        return STORAGE_EXPIRED;
+    }
+    if (why == ITEM_FLUSHED) {
+        return STORAGE_FLUSHED;
+    }
+    return STORAGE_MISS;
 }
 
 /* The CAS a client sees must equal cas_in (0 when CAS is disabled). */
@@ -355,23 +383,17 @@ static struct item *storage_lookup(struct storage *st, const char *key, size_t n
                                    rel_time_t now, bool touch, rel_time_t exptime,
                                    enum storage_get_outcome *outcome)
 {
-    enum storage_get_outcome out = STORAGE_HIT;
     pthread_mutex_t *m = stripe_lock_of(st, hv);
     pthread_mutex_lock(m);
     enum item_state why;
     struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    enum storage_get_outcome out = get_outcome(it, why);
     if (it != NULL) {
         __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
-        item_mark_used(it);
+        item_mark_used(it, now);
         if (touch) {
             __atomic_store_n(&it->exptime, exptime, __ATOMIC_RELAXED);
         }
-    } else if (why == ITEM_EXPIRED) {
-        out = STORAGE_EXPIRED;
-    } else if (why == ITEM_FLUSHED) {
-        out = STORAGE_FLUSHED;
-    } else {
-        out = STORAGE_MISS;
     }
     pthread_mutex_unlock(m);
     if (outcome != NULL) {
@@ -432,24 +454,26 @@ static int item_join_locked(struct storage *st, struct item *old, struct item *a
     return 0;
 }
 
-int storage_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
-                  uint64_t hv, rel_time_t now, enum storage_store_outcome *outcome,
-                  uint64_t *cas_out)
+/* What item_store_locked() adds for ms (storage_meta_store). */
+struct store_meta {
+    bool join_cas;   /* APPEND/PREPEND compare cas_in when it is not 0 */
+    bool invalidate; /* CAS with a lower cas_in stores a stale item */
+    bool stale;      /* out: stored as stale */
+};
+
+/* The body of storage_store() and storage_meta_store(), under the stripe
+ * lock of hv. `it` is not linked. */
+static int item_store_locked(struct storage *st, struct item *it, enum storage_op op,
+                             uint64_t cas_in, struct store_meta *meta, uint64_t hv, rel_time_t now,
+                             enum storage_store_outcome *outcome, uint64_t *cas_out,
+                             enum storage_get_outcome *lookup)
 {
     enum storage_store_outcome out = STORAGE_NOT_STORED;
     uint64_t cas = 0;
     int rc = 0;
-    if (it == NULL || op > STORAGE_CAS) {
-        return STORAGE_EINVAL;
-    }
-    pthread_mutex_t *m = stripe_lock_of(st, hv);
-    pthread_mutex_lock(m);
-    if (item_iflags(it) & ITEM_LINKED) {
-        pthread_mutex_unlock(m);
-        return STORAGE_EINVAL;
-    }
     enum item_state why;
     struct item *old = item_find_locked(st, it->data, it->nkey, hv, now, &why);
+    *lookup = get_outcome(old, why);
     switch (op) {
     case STORAGE_SET:
         item_replace_locked(st, old, it, hv, now);
@@ -457,7 +481,9 @@ int storage_store(struct storage *st, struct item *it, enum storage_op op, uint6
         break;
     case STORAGE_ADD:
         if (old != NULL) {
+            /* memcached bumps the present item (its LRU and access time). */
             __atomic_store_n(&old->visited, 1, __ATOMIC_RELAXED);
+            item_touch_time(old, now);
         } else {
             item_link_locked(st, it, hv, now);
             out = STORAGE_STORED;
@@ -471,33 +497,68 @@ int storage_store(struct storage *st, struct item *it, enum storage_op op, uint6
         break;
     case STORAGE_APPEND:
     case STORAGE_PREPEND:
-        if (old != NULL) {
-            rc = item_join_locked(st, old, it, op == STORAGE_APPEND, hv, now, &cas);
-            if (rc == 0) {
-                out = STORAGE_STORED;
-            }
+        if (old == NULL) {
+            break;
+        }
+        if (meta != NULL && meta->join_cas && cas_in != 0 && !item_cas_matches(old, cas_in)) {
+            out = STORAGE_EXISTS;
+            break;
+        }
+        rc = item_join_locked(st, old, it, op == STORAGE_APPEND, hv, now, &cas);
+        if (rc == 0) {
+            out = STORAGE_STORED;
         }
         break;
     case STORAGE_CAS:
         if (old == NULL) {
             out = STORAGE_NOT_FOUND;
-        } else if (!item_cas_matches(old, cas_in)) {
-            out = STORAGE_EXISTS;
-        } else {
+        } else if (item_cas_matches(old, cas_in)) {
             item_replace_locked(st, old, it, hv, now);
             out = STORAGE_STORED;
+        } else if (meta != NULL && meta->invalidate && cas_in < storage_item_cas(old)) {
+            uint8_t keep = item_iflags(old) & ITEM_TOKEN_SENT;
+            __atomic_store_n(&it->exptime, __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
+            __atomic_fetch_or(&it->iflags, (uint8_t)(ITEM_STALE | keep), __ATOMIC_RELAXED);
+            item_replace_locked(st, old, it, hv, now);
+            meta->stale = true;
+            out = STORAGE_STORED;
+        } else {
+            out = STORAGE_EXISTS;
         }
         break;
     }
     if (out == STORAGE_STORED && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
         cas = storage_item_cas(it);
     }
+    *outcome = out;
+    *cas_out = out == STORAGE_STORED ? cas : 0;
+    return rc;
+}
+
+int storage_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
+                  uint64_t hv, rel_time_t now, enum storage_store_outcome *outcome,
+                  uint64_t *cas_out)
+{
+    enum storage_store_outcome out = STORAGE_NOT_STORED;
+    uint64_t cas = 0;
+    if (it == NULL || op > STORAGE_CAS) {
+        return STORAGE_EINVAL;
+    }
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    if (item_iflags(it) & ITEM_LINKED) {
+        pthread_mutex_unlock(m);
+        return STORAGE_EINVAL;
+    }
+    enum storage_get_outcome lookup;
+    int rc = item_store_locked(st, it, op, cas_in, NULL, hv, now, &out, &cas, &lookup);
     pthread_mutex_unlock(m);
     if (outcome != NULL) {
         *outcome = out;
     }
     if (cas_out != NULL) {
-        *cas_out = out == STORAGE_STORED ? cas : 0;
+        *cas_out = cas;
     }
     return rc;
 }
@@ -563,10 +624,11 @@ static bool arith_parse(const char *s, size_t n, uint64_t *out)
 }
 
 /* Allocates and links a new item holding `digits` in place of `old` (which
- * may be NULL). The caller holds the stripe lock of hv. */
+ * may be NULL); *linked is the new item (the table's reference only). The
+ * caller holds the stripe lock of hv. */
 static int arith_link_locked(struct storage *st, const char *key, size_t nkey, struct item *old,
                              uint32_t flags, rel_time_t exptime, const char *digits, size_t len,
-                             uint64_t hv, rel_time_t now, uint64_t *cas)
+                             uint64_t hv, rel_time_t now, uint64_t *cas, struct item **linked)
 {
     struct item *it;
     int rc = item_alloc(st, key, nkey, flags, exptime, len, now, &it);
@@ -576,46 +638,61 @@ static int arith_link_locked(struct storage *st, const char *key, size_t nkey, s
     memcpy(storage_item_value(it), digits, len);
     item_replace_locked(st, old, it, hv, now);
     *cas = storage_item_cas(it);
+    *linked = it;
     storage_release(st, &it);
     return 0;
 }
 
-int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
-                  const struct storage_arith *a, rel_time_t now,
-                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out,
-                  unsigned *clsid_out)
+/* What arith_locked() reports. */
+struct arith_out {
+    enum storage_arith_outcome outcome;
+    enum item_state why; /* of the lookup */
+    bool created;
+    uint64_t value;
+    uint64_t cas;
+    unsigned clsid;    /* class of the item found, 0 if none */
+    struct item *item; /* the linked item holding the result (valid under the lock) */
+};
+
+/* The body of storage_arith() and storage_meta_arith(), under the stripe
+ * lock of hv. */
+static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                        const struct storage_arith *a, rel_time_t now, struct arith_out *o)
 {
-    enum storage_arith_outcome out = STORAGE_ARITH_OK;
-    uint64_t v = 0;
-    uint64_t cas = 0;
-    int rc = 0;
     char digits[24];
-    pthread_mutex_t *m = stripe_lock_of(st, hv);
-    pthread_mutex_lock(m);
-    enum item_state why;
-    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
-    if (it != NULL && clsid_out != NULL) {
-        *clsid_out = it->clsid;
+    int rc = 0;
+    memset(o, 0, sizeof(*o));
+    o->outcome = STORAGE_ARITH_OK;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &o->why);
+    if (it != NULL) {
+        o->clsid = it->clsid;
     }
     if (it == NULL) {
         if (!a->create) {
-            out = STORAGE_ARITH_NOT_FOUND;
+            o->outcome = STORAGE_ARITH_NOT_FOUND;
         } else {
-            v = a->initial;
-            size_t len = num_format_u64(digits, v);
+            o->value = a->initial;
+            size_t len = num_format_u64(digits, o->value);
             rc = arith_link_locked(st, key, nkey, NULL, a->flags, a->exptime, digits, len, hv, now,
-                                   &cas);
+                                   &o->cas, &o->item);
+            if (rc != 0) {
+                o->outcome = STORAGE_ARITH_NOT_FOUND;
+            } else {
+                o->created = true;
+            }
         }
     } else if (a->cas_in != 0 && !item_cas_matches(it, a->cas_in)) {
-        out = STORAGE_ARITH_EXISTS;
-    } else if (!arith_parse(storage_item_value(it), it->nbytes, &v)) {
-        out = STORAGE_ARITH_NON_NUMERIC;
+        o->outcome = STORAGE_ARITH_EXISTS;
+    } else if (!arith_parse(storage_item_value(it), it->nbytes, &o->value)) {
+        o->outcome = STORAGE_ARITH_NON_NUMERIC;
     } else {
+        uint64_t v = o->value;
         if (a->incr) {
             v += a->delta; /* wraps modulo 2^64 */
         } else {
             v = v > a->delta ? v - a->delta : 0;
         }
+        o->value = v;
         size_t len = num_format_u64(digits, v);
         if (len <= it->nbytes && item_refcount(it) == 1) {
             /* Nobody else can see the bytes change: the table holds the only
@@ -625,27 +702,43 @@ int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
             memset(val + len, ' ', it->nbytes - len);
             __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
                              __ATOMIC_RELAXED);
-            __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
-            cas = storage_item_cas(it);
+            item_touch_time(it, now);
+            o->cas = storage_item_cas(it);
+            o->item = it;
         } else {
             rel_time_t exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
             rc = arith_link_locked(st, key, nkey, it, it->flags, exptime, digits, len, hv, now,
-                                   &cas);
+                                   &o->cas, &o->item);
         }
     }
+    return rc;
+}
+
+int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                  const struct storage_arith *a, rel_time_t now,
+                  enum storage_arith_outcome *outcome, uint64_t *value, uint64_t *cas_out,
+                  unsigned *clsid_out)
+{
+    struct arith_out o;
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    int rc = arith_locked(st, key, nkey, hv, a, now, &o);
     pthread_mutex_unlock(m);
+    if (o.clsid != 0 && clsid_out != NULL) {
+        *clsid_out = o.clsid;
+    }
     if (rc != 0) {
         return rc;
     }
     if (outcome != NULL) {
-        *outcome = out;
+        *outcome = o.outcome;
     }
-    if (out == STORAGE_ARITH_OK) {
+    if (o.outcome == STORAGE_ARITH_OK) {
         if (value != NULL) {
-            *value = v;
+            *value = o.value;
         }
         if (cas_out != NULL) {
-            *cas_out = cas;
+            *cas_out = o.cas;
         }
     }
     return 0;
@@ -694,6 +787,186 @@ bool storage_maintain(struct storage *st, rel_time_t now)
     more |= slab_crawl(st, now);
     __atomic_store_n(&st->maintaining, 0, __ATOMIC_RELEASE);
     return more;
+}
+
+/* ---- meta protocol ----------------------------------------------------- */
+
+void storage_item_set_key_binary(struct item *it)
+{
+    __atomic_fetch_or(&it->iflags, ITEM_KEY_BINARY, __ATOMIC_RELAXED);
+}
+
+bool storage_item_key_binary(const struct item *it)
+{
+    return (item_iflags(it) & ITEM_KEY_BINARY) != 0;
+}
+
+/* Applies T, N and R of a meta request's order to a linked item, under its
+ * stripe lock; returns whether the walk won the recache token. */
+static bool meta_walk_locked(struct item *it, const struct storage_mget_opts *o, bool created,
+                             bool token_sent)
+{
+    bool win = false;
+    rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    rel_time_t start = exp;
+    for (const char *p = o->order; p != NULL && *p != '\0'; p++) {
+        if (*p == 'T' && o->touch) {
+            exp = o->touch_ttl;
+        } else if (*p == 'N' && created) {
+            exp = o->vivify_ttl;
+            win = true;
+        } else if (*p == 'R' && o->recache && !token_sent && !created && exp != 0 &&
+                   exp < o->recache_at) {
+            win = true;
+        }
+    }
+    if (exp != start) {
+        __atomic_store_n(&it->exptime, exp, __ATOMIC_RELAXED);
+    }
+    return win;
+}
+
+int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t hv, rel_time_t now,
+                     const struct storage_mget_opts *o, struct storage_mget_result *r,
+                     struct item **out)
+{
+    int rc = 0;
+    memset(r, 0, sizeof(*r));
+    *out = NULL;
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    enum item_state why;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    r->outcome = get_outcome(it, why);
+    if (it != NULL) {
+        __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
+    } else if (o->vivify) {
+        /* An empty value, client flags 0, no TTL until N is walked. */
+        rc = item_alloc(st, key, nkey, 0, 0, 0, now, &it);
+        if (rc == 0) {
+            item_link_locked(st, it, hv, now);
+            r->created = true;
+            r->outcome = STORAGE_HIT;
+        }
+    }
+    if (it != NULL) {
+        uint8_t fl = item_iflags(it);
+        r->fetched = !r->created && (fl & ITEM_FETCHED) != 0;
+        r->stale = (fl & ITEM_STALE) != 0;
+        r->token_sent = (fl & ITEM_TOKEN_SENT) != 0;
+        r->time = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+        r->exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        bool win = meta_walk_locked(it, o, r->created, r->token_sent);
+        if (!o->no_win) {
+            if (r->stale && !r->token_sent) {
+                win = true;
+            }
+            if (win) {
+                __atomic_fetch_or(&it->iflags, ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
+            }
+            r->win = win;
+        }
+        if (!o->no_bump) {
+            item_mark_used(it, now);
+        }
+        *out = it;
+    }
+    pthread_mutex_unlock(m);
+    return rc;
+}
+
+int storage_meta_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
+                       bool invalidate, uint64_t hv, rel_time_t now,
+                       struct storage_mstore_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->outcome = STORAGE_NOT_STORED;
+    if (it == NULL || op > STORAGE_CAS) {
+        return STORAGE_EINVAL;
+    }
+    struct store_meta meta = {.join_cas = true, .invalidate = invalidate};
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    if (item_iflags(it) & ITEM_LINKED) {
+        pthread_mutex_unlock(m);
+        return STORAGE_EINVAL;
+    }
+    int rc =
+        item_store_locked(st, it, op, cas_in, &meta, hv, now, &r->outcome, &r->cas, &r->lookup);
+    pthread_mutex_unlock(m);
+    r->stale = meta.stale;
+    return rc;
+}
+
+int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                        rel_time_t now, const struct storage_mdelete_opts *o,
+                        struct storage_mdelete_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    enum item_state why;
+    struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
+    r->lookup = get_outcome(it, why);
+    if (it == NULL) {
+        r->outcome = STORAGE_MDEL_NOT_FOUND;
+    } else {
+        r->clsid = it->clsid;
+        if (o->has_cas && !item_cas_matches(it, o->cas_in)) {
+            r->outcome = STORAGE_MDEL_EXISTS;
+        } else if (o->invalidate) {
+            if (o->touch) {
+                __atomic_store_n(&it->exptime, o->touch_ttl, __ATOMIC_RELAXED);
+            }
+            __atomic_fetch_or(&it->iflags, ITEM_STALE, __ATOMIC_RELAXED);
+            __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
+            __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
+            r->outcome = STORAGE_MDEL_INVALIDATED;
+        } else {
+            item_unlink_locked(st, it, hv);
+            r->outcome = STORAGE_MDEL_DELETED;
+        }
+    }
+    pthread_mutex_unlock(m);
+    return 0;
+}
+
+int storage_meta_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                       rel_time_t now, const struct storage_marith_opts *o,
+                       struct storage_marith_result *r)
+{
+    struct arith_out ao;
+    struct storage_arith a = o->a;
+    a.exptime = 0; /* a created item gets its TTL from N below */
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    int rc = arith_locked(st, key, nkey, hv, &a, now, &ao);
+    if (rc == 0 && ao.outcome == STORAGE_ARITH_OK) {
+        struct item *it = ao.item;
+        rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        r->exptime = exp;
+        const char *order = o->order != NULL ? o->order : "T";
+        for (const char *p = order; *p != '\0'; p++) {
+            if (*p == 'T' && o->touch) {
+                exp = o->touch_ttl;
+            } else if (*p == 'N' && ao.created) {
+                exp = o->vivify_ttl;
+            }
+        }
+        if (exp != r->exptime) {
+            __atomic_store_n(&it->exptime, exp, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(m);
+    r->outcome = ao.outcome;
+    r->lookup = ao.clsid != 0 ? STORAGE_HIT : get_outcome(NULL, ao.why);
+    r->created = ao.created;
+    r->value = ao.value;
+    r->cas = ao.cas;
+    r->clsid = ao.clsid;
+    return rc;
 }
 
 /* ---- statistics -------------------------------------------------------- */

@@ -219,6 +219,164 @@ int storage_set_memlimit(struct storage *st, size_t maxbytes);
  * callers on other threads do not stall. */
 bool storage_maintain(struct storage *st, rel_time_t now);
 
+/* ---- meta protocol ----------------------------------------------------- */
+
+/*
+ * What the meta protocol (mg ms md ma me) needs beyond the calls above. Each
+ * call runs under the key's stripe lock from lookup to the last change, so
+ * the facts it reports and the changes it makes are one atomic step.
+ *
+ * Item marks, kept in the item's flag byte:
+ * - stale: set by storage_meta_delete() with invalidate and by an
+ *   invalidating storage_meta_store(); mg reports X.
+ * - token sent: a recache token (mg W) was handed out; mg reports Z.
+ * - binary key: the item was stored by ms with a base64 key; mg k and me
+ *   print its key base64-encoded. Set with storage_item_set_key_binary().
+ * Any new item (set, append, a new incr/decr value) starts without them.
+ *
+ * Access time. The header has no room for one more time field, so `time`,
+ * the last-store time, also serves as memcached's last-access time, as
+ * it->time does in memcached: a lookup that marks an item used (storage_get,
+ * storage_get_touch, storage_meta_get without no_bump) sets FETCHED the first
+ * time and moves `time` to `now` on every later lookup; an ADD that finds the
+ * key present and an incr/decr also move it. This is what 1.6.18 shows
+ * deterministically (its segmented LRU leaves the first fetch out and bumps
+ * the second). Delayed flush stays exact: an item is checked for flush
+ * before its time moves, and time only moves forward to `now`, so an item
+ * last stored before a pending flush point still has time <= that point.
+ */
+
+/* Marks an item from storage_alloc(), not linked yet, as stored with a
+ * base64 key. */
+void storage_item_set_key_binary(struct item *it);
+bool storage_item_key_binary(const struct item *it);
+
+/* mg and me. */
+struct storage_mget_opts {
+    bool no_bump;          /* u (and me): do not mark fetched, do not count an access */
+    bool vivify;           /* N: on a miss create an empty item, client flags 0 */
+    rel_time_t vivify_ttl; /* exptime N gives a created item */
+    bool touch;            /* T */
+    rel_time_t touch_ttl;  /* exptime T sets */
+    bool recache;          /* R */
+    rel_time_t recache_at; /* R wins when the item's non-zero exptime is before this */
+    /*
+     * The T, N and R flags in request order (other characters are skipped;
+     * NULL = none apply). Walking it: T sets the exptime; N, on an item
+     * this call created, sets the exptime and wins; R wins when no token was
+     * sent, the item was not created and its exptime, as it stands at that
+     * point, is non-zero and before recache_at.
+     */
+    const char *order;
+    /*
+     * Hand out no token: skip the win rules and the token-sent mark (mg whose
+     * reply turns into an error after it ran).
+     */
+    bool no_win;
+};
+
+struct storage_mget_result {
+    enum storage_get_outcome outcome; /* of the lookup; HIT when vivify created the item */
+    bool created;                     /* vivify created the item */
+    bool fetched;                     /* FETCHED before this call (false when created) */
+    bool stale;
+    bool token_sent;    /* a token was handed out before this call */
+    bool win;           /* this call wins the token (now marked as sent) */
+    rel_time_t time;    /* the item's last access/store time before this call */
+    rel_time_t exptime; /* before T or N applied (0 when created) */
+};
+
+/*
+ * Looks a key up for mg/me, creating it when o->vivify asks, applies the
+ * order walk (see storage_mget_opts), then on a hit or a new item: a stale
+ * item with no token sent wins too; a win marks the token sent; unless
+ * no_bump the item is marked used as storage_get() does. Returns 0 with *out
+ * a referenced item the caller must release, or NULL on a miss; or
+ * STORAGE_ENOMEM when vivify could not allocate (*out NULL, outcome MISS).
+ */
+int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t hv, rel_time_t now,
+                     const struct storage_mget_opts *o, struct storage_mget_result *r,
+                     struct item **out);
+
+struct storage_mstore_result {
+    enum storage_store_outcome outcome;
+    uint64_t cas;                    /* the new CAS when stored, else 0 */
+    enum storage_get_outcome lookup; /* what the lookup of the old item met */
+    bool stale;                      /* stored by invalidate, as stale */
+};
+
+/*
+ * storage_store() for ms, with two differences: APPEND and PREPEND compare
+ * cas_in with the item's CAS when cas_in is not 0 (EXISTS on a mismatch);
+ * and with invalidate, a CAS whose cas_in is below the item's CAS still
+ * stores `it`, keeping the old item's exptime and token-sent mark and marking
+ * the new item stale (an equal CAS stores normally, a higher one is EXISTS).
+ * The caller keeps its reference to `it`. Returns 0 with *r filled, or
+ * STORAGE_ENOMEM / STORAGE_E2BIG when an append/prepend could not build the
+ * joined item (outcome NOT_STORED).
+ */
+int storage_meta_store(struct storage *st, struct item *it, enum storage_op op, uint64_t cas_in,
+                       bool invalidate, uint64_t hv, rel_time_t now,
+                       struct storage_mstore_result *r);
+
+struct storage_mdelete_opts {
+    bool has_cas; /* compare cas_in (0 included) with the item's CAS */
+    uint64_t cas_in;
+    bool invalidate; /* keep the item: mark it stale, clear token sent, new CAS */
+    bool touch;      /* with invalidate: set the exptime to touch_ttl */
+    rel_time_t touch_ttl;
+};
+
+enum storage_mdelete_outcome {
+    STORAGE_MDEL_DELETED = 0,
+    STORAGE_MDEL_INVALIDATED,
+    STORAGE_MDEL_NOT_FOUND,
+    STORAGE_MDEL_EXISTS, /* CAS mismatch; nothing changed */
+};
+
+struct storage_mdelete_result {
+    enum storage_mdelete_outcome outcome;
+    enum storage_get_outcome lookup;
+    unsigned clsid; /* class of the item found, 0 if none */
+};
+
+/* md. Returns 0 with *r filled. */
+int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                        rel_time_t now, const struct storage_mdelete_opts *o,
+                        struct storage_mdelete_result *r);
+
+struct storage_marith_opts {
+    /* incr/decr, delta, cas_in (0 = no check), create and initial (N, J),
+     * flags of a created item; a.exptime is not used: see vivify_ttl. */
+    struct storage_arith a;
+    bool touch; /* T: set the exptime after the operation */
+    rel_time_t touch_ttl;
+    rel_time_t vivify_ttl; /* N: exptime of a created item (which starts at 0) */
+    /* T and N in request order: the later one sets the exptime of a created
+     * item (N applies to created items only). NULL = T only. */
+    const char *order;
+};
+
+struct storage_marith_result {
+    enum storage_arith_outcome outcome;
+    enum storage_get_outcome lookup;
+    bool created;       /* the item was created holding a.initial */
+    uint64_t value;     /* the new number */
+    uint64_t cas;       /* CAS after the operation */
+    unsigned clsid;     /* class of the item found, 0 if none */
+    rel_time_t exptime; /* of the resulting item, before T or N applied */
+};
+
+/*
+ * ma: storage_arith() and then T/N on the resulting item, in one step.
+ * Returns 0 with *r filled, or STORAGE_ENOMEM (or STORAGE_E2BIG) when no
+ * item could be allocated: r->outcome is then NOT_FOUND if the key was
+ * absent (creating failed), else OK (the new value could not be stored).
+ */
+int storage_meta_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
+                       rel_time_t now, const struct storage_marith_opts *o,
+                       struct storage_marith_result *r);
+
 /* ---- statistics -------------------------------------------------------- */
 
 struct storage_stats {

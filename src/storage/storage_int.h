@@ -16,7 +16,8 @@
  *                            free list: previous free chunk
  *   24      8     cas        internal CAS sequence, kept even with use_cas off
  *   32      4     exptime    rel_time_t, 0 = never
- *   36      4     time       rel_time_t of the last store or modification
+ *   36      4     time       rel_time_t of the last store, modification or
+ *                            counted access (see item_mark_used in storage.c)
  *   40      4     flags      client flags
  *   44      4     nbytes     value length, without the "\r\n"
  *   48      4     refcount   atomic; the hash table holds one
@@ -68,6 +69,10 @@ _Static_assert(sizeof(struct item) == ITEM_HEADER_SIZE, "item header must stay 5
 #define ITEM_FETCHED 0x02 /* read at least once since it was stored */
 #define ITEM_FREE    0x04 /* chunk is on its class's free list */
 #define ITEM_NOCAS   0x08 /* engine runs without CAS: report 0 */
+/* Meta protocol marks (see storage.h, "meta protocol"). */
+#define ITEM_STALE      0x10 /* invalidated by md I or ms I: mg reports X */
+#define ITEM_TOKEN_SENT 0x20 /* a recache token (mg W) was handed out */
+#define ITEM_KEY_BINARY 0x40 /* stored by ms with a base64 (b) key */
 
 #define STORAGE_STRIPES     1024u /* power of two; <= 2^STORAGE_HASHPOWER_MIN */
 #define STORAGE_MAX_CLASSES 63u
