@@ -1,0 +1,138 @@
+/*
+ * client_int.h - libmemstash internals shared by its source files: the
+ * handle, a server with its connection and health, and the I/O engine that
+ * runs one call's requests on every server involved at once.
+ *
+ * Not installed; nothing here is exported.
+ *
+ * How a call runs: the call validates keys, picks each key's server (health
+ * first: a dead server past its retry interval is let back in), appends its
+ * request bytes to that server's write buffer and sets how many replies it
+ * waits for, then io_run() polls all involved servers together, writing
+ * what is pending and parsing replies as they arrive, handing each reply to
+ * the call's handler. A server that fails (connect error, I/O error, timeout,
+ * unparsable reply) is closed, its failure is counted, and io_run() goes on
+ * with the others.
+ */
+#ifndef MEMSTASH_CLIENT_INT_H
+#define MEMSTASH_CLIENT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist.h"
+#include "memstash/memstash.h"
+#include "reply.h"
+#include "spec.h"
+
+struct addrinfo;
+
+struct buf {
+    char *p;
+    size_t len; /* bytes held */
+    size_t off; /* bytes already consumed (written or parsed) */
+    size_t cap;
+};
+
+struct mst_server {
+    struct server_spec spec;
+    char name[300]; /* "host:port" */
+    /* Connection. */
+    int fd;                 /* -1 when closed */
+    bool connecting;        /* non-blocking connect in progress */
+    uint64_t connect_until; /* connect deadline (monotonic ms) */
+    struct addrinfo *ai;    /* resolved addresses (TCP), NULL until the first connect */
+    struct addrinfo *ai_cur;
+    struct buf wbuf;
+    struct buf rbuf;
+    /* Health. */
+    unsigned failures;   /* consecutive */
+    uint64_t dead_until; /* monotonic ms; 0 = alive */
+    /* State of the current call. */
+    bool active;     /* takes part in the current io_run() */
+    size_t pending;  /* replies still expected */
+    int status;      /* MST_OK or the failure of this server in this call */
+    bool conn_error; /* the failure happened before anything was sent */
+};
+
+struct io_call;
+/*
+ * Handles one reply of server srv. Returns 1 when the reply ends one expected
+ * response, 0 when more elements of the same response follow (VALUE, STAT),
+ * or a negative MST_E* code (the server's connection is then closed).
+ */
+typedef int (*io_handler)(struct io_call *call, struct mst_server *srv, size_t idx,
+                          const struct reply *r);
+
+struct io_call {
+    struct mst *m;
+    io_handler handler;
+    void *arg;
+};
+
+struct mst {
+    struct mst_server **servers;
+    size_t nservers;
+
+    enum mst_distribution distribution;
+    enum mst_hash hash;
+    unsigned connect_timeout_ms;
+    unsigned io_timeout_ms;
+    unsigned retry_interval_ms;
+    unsigned failure_limit;
+    bool failover;
+    bool noreply;
+    bool hash_namespace;
+    enum mst_protocol protocol;
+    char ns[MST_KEY_MAX + 1];
+    size_t nns;
+
+    struct dist dist;
+    bool dist_dirty;
+
+    char errbuf[512];
+    char lasterr[512]; /* scratch copy of errbuf across a failover retry */
+};
+
+/* Monotonic milliseconds. */
+uint64_t mst_now_ms(void);
+
+/* Records the detail of a failure for mst_last_error(); returns status. */
+int mst_fail(struct mst *m, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Health: a call on srv failed (counts towards failure_limit) or worked. */
+void health_failure(struct mst *m, struct mst_server *srv, int status);
+void health_success(struct mst *m, struct mst_server *srv);
+
+/* Key check (namespace included): MST_OK or MST_EBADKEY. */
+int key_check(const struct mst *m, const char *key, size_t nkey);
+
+/*
+ * Picks the server for key (no I/O): lets dead servers whose interval has
+ * passed back in and rebuilds the placement when needed. Returns MST_OK and
+ * *idx, or MST_EDEAD / MST_ENOSERVERS / MST_ENOMEM.
+ */
+int route_key(struct mst *m, const char *key, size_t nkey, size_t *idx);
+/* route_key() in two steps, for calls with many keys: once per call, then once per key. */
+int route_prepare(struct mst *m);
+int route_one(struct mst *m, const char *key, size_t nkey, size_t *idx);
+
+/* Buffers. */
+int buf_reserve(struct buf *b, size_t more);
+int buf_append(struct buf *b, const void *p, size_t n);
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+
+/* Connection management and the I/O engine (io.c). */
+void io_close(struct mst_server *srv);
+/*
+ * Makes srv take part in the next io_run(): opens a connection if needed
+ * (non-blocking) and clears its call state. Returns MST_OK or the connect
+ * failure (already recorded in health and in srv->status).
+ */
+int io_begin(struct mst *m, struct mst_server *srv);
+/* Runs every active server until its writes are flushed and its replies read. */
+void io_run(struct io_call *call);
+
+#endif

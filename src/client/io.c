@@ -1,0 +1,452 @@
+/*
+ * io.c - connections and the I/O engine of libmemstash (see client_int.h).
+ *
+ * Every socket is non-blocking. io_run() polls all servers of one call
+ * together: a server's request bytes are written as the socket accepts
+ * them, and its replies are parsed as soon as they arrive, so a multi-get
+ * over N servers costs one round trip, not N.
+ */
+#include "client_int.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64 * 1024)
+
+int buf_reserve(struct buf *b, size_t more)
+{
+    if (b->off > 0 && b->off == b->len) {
+        b->off = b->len = 0;
+    }
+    if (b->cap - b->len >= more) {
+        return MST_OK;
+    }
+    if (b->off > 0) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= more) {
+            return MST_OK;
+        }
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < more) {
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        return MST_ENOMEM;
+    }
+    b->p = p;
+    b->cap = cap;
+    return MST_OK;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return MST_OK;
+}
+
+void buf_reset(struct buf *b)
+{
+    b->len = b->off = 0;
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+void io_close(struct mst_server *srv)
+{
+    if (srv->fd >= 0) {
+        close(srv->fd);
+    }
+    srv->fd = -1;
+    srv->connecting = false;
+    buf_reset(&srv->wbuf);
+    buf_reset(&srv->rbuf);
+    /* Large buffers are not kept across a failure. */
+    if (srv->rbuf.cap > 1024 * 1024) {
+        buf_free(&srv->rbuf);
+    }
+}
+
+/* Ends srv's part in the current call with a failure. */
+static void io_fail(struct mst *m, struct mst_server *srv, int status, bool before_send,
+                    const char *what)
+{
+    int err = errno;
+    io_close(srv);
+    srv->status = status;
+    srv->conn_error = before_send;
+    srv->active = false;
+    srv->pending = 0;
+    health_failure(m, srv, status);
+    if (what) {
+        mst_fail(m, status, "%s: %s%s%s", srv->name, what, err ? ": " : "",
+                 err ? strerror(err) : "");
+    }
+}
+
+static int set_socket_options(int fd, bool tcp)
+{
+    if (tcp) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    return 0;
+}
+
+/* Starts a connect to srv's current address. 0: connected or in progress; -1: failed. */
+static int start_connect(struct mst *m, struct mst_server *srv)
+{
+    if (srv->spec.is_unix) {
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        size_t n = strlen(srv->spec.host);
+        if (n >= sizeof(sun.sun_path)) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        memcpy(sun.sun_path, srv->spec.host, n);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            return -1;
+        }
+        if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 && errno != EINPROGRESS) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        srv->fd = fd;
+        srv->connecting = false; /* unix connects complete at once or fail */
+        return 0;
+    }
+    while (srv->ai_cur) {
+        struct addrinfo *ai = srv->ai_cur;
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd >= 0) {
+            set_socket_options(fd, true);
+            if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+                srv->fd = fd;
+                srv->connecting = false;
+                return 0;
+            }
+            if (errno == EINPROGRESS) {
+                srv->fd = fd;
+                srv->connecting = true;
+                srv->connect_until = mst_now_ms() + m->connect_timeout_ms;
+                return 0;
+            }
+            int e = errno;
+            close(fd);
+            errno = e;
+        }
+        srv->ai_cur = ai->ai_next;
+    }
+    return -1;
+}
+
+/*
+ * An idle connection may have been closed by the server (restart, idle
+ * timeout) or hold stray bytes (an error a server sent for a noreply
+ * command). Either would break the next call, so look before using it:
+ * stray bytes are dropped, a closed connection is reopened.
+ */
+static bool conn_still_good(struct mst_server *srv)
+{
+    char scratch[4096];
+    for (;;) {
+        ssize_t n = recv(srv->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return true;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        return false;
+    }
+}
+
+int io_begin(struct mst *m, struct mst_server *srv)
+{
+    srv->status = MST_OK;
+    srv->conn_error = false;
+    srv->pending = 0;
+    srv->active = true;
+    if (srv->fd >= 0 && !srv->connecting && conn_still_good(srv)) {
+        return MST_OK;
+    }
+    io_close(srv);
+    buf_reset(&srv->wbuf);
+    buf_reset(&srv->rbuf);
+    if (!srv->spec.is_unix && !srv->ai) {
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        char port[8];
+        snprintf(port, sizeof(port), "%u", (unsigned)srv->spec.port);
+        int rc = getaddrinfo(srv->spec.host, port, &hints, &srv->ai);
+        if (rc != 0) {
+            srv->ai = NULL;
+            errno = 0;
+            io_fail(m, srv, MST_ERESOLVE, true, NULL);
+            return mst_fail(m, MST_ERESOLVE, "%s: %s", srv->name, gai_strerror(rc));
+        }
+    }
+    srv->ai_cur = srv->ai;
+    if (start_connect(m, srv) != 0) {
+        io_fail(m, srv, MST_ECONNECT, true, "connect");
+        return MST_ECONNECT;
+    }
+    return MST_OK;
+}
+
+/* A pending connect finished (POLLOUT): check how. */
+static void finish_connect(struct mst *m, struct mst_server *srv)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(srv->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        err = errno;
+    }
+    if (err == 0) {
+        srv->connecting = false;
+        return;
+    }
+    close(srv->fd);
+    srv->fd = -1;
+    srv->connecting = false;
+    if (srv->ai_cur) {
+        srv->ai_cur = srv->ai_cur->ai_next;
+    }
+    if (srv->ai_cur && start_connect(m, srv) == 0) {
+        return;
+    }
+    errno = err;
+    io_fail(m, srv, MST_ECONNECT, true, "connect");
+}
+
+static void do_write(struct mst *m, struct mst_server *srv)
+{
+    while (srv->wbuf.off < srv->wbuf.len) {
+        ssize_t n = send(srv->fd, srv->wbuf.p + srv->wbuf.off, srv->wbuf.len - srv->wbuf.off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            srv->wbuf.off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        io_fail(m, srv, MST_EIO, false, "write");
+        return;
+    }
+    buf_reset(&srv->wbuf);
+}
+
+static void parse_replies(struct io_call *call, struct mst_server *srv, size_t idx)
+{
+    struct mst *m = call->m;
+    while (srv->pending > 0 && srv->rbuf.off < srv->rbuf.len) {
+        struct reply r;
+        size_t used;
+        enum reply_status st =
+            reply_parse(srv->rbuf.p + srv->rbuf.off, srv->rbuf.len - srv->rbuf.off, &r, &used);
+        if (st == REPLY_NEED_MORE) {
+            return;
+        }
+        if (st == REPLY_BAD) {
+            errno = 0;
+            io_fail(m, srv, MST_EPROTO, false, "unparsable reply");
+            return;
+        }
+        srv->rbuf.off += used;
+        int h = call->handler(call, srv, idx, &r);
+        if (h < 0) {
+            errno = 0;
+            io_fail(m, srv, h, false, "unexpected reply");
+            return;
+        }
+        if (h == 1) {
+            srv->pending--;
+        }
+    }
+    if (srv->pending == 0 && srv->rbuf.off < srv->rbuf.len) {
+        /* Bytes nobody asked for: the stream cannot be trusted any more. */
+        errno = 0;
+        io_fail(m, srv, MST_EPROTO, false, "unexpected data after the reply");
+    }
+}
+
+static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
+{
+    struct mst *m = call->m;
+    for (;;) {
+        if (buf_reserve(&srv->rbuf, READ_CHUNK) != MST_OK) {
+            errno = ENOMEM;
+            io_fail(m, srv, MST_ENOMEM, false, "read buffer");
+            return;
+        }
+        ssize_t n =
+            recv(srv->fd, srv->rbuf.p + srv->rbuf.len, srv->rbuf.cap - srv->rbuf.len, MSG_DONTWAIT);
+        if (n > 0) {
+            srv->rbuf.len += (size_t)n;
+            parse_replies(call, srv, idx);
+            if (!srv->active || srv->pending == 0 || (size_t)n < READ_CHUNK) {
+                return;
+            }
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n == 0) {
+            errno = 0;
+            io_fail(m, srv, MST_EIO, false, "connection closed by the server");
+        } else {
+            io_fail(m, srv, MST_EIO, false, "read");
+        }
+        return;
+    }
+}
+
+void io_run(struct io_call *call)
+{
+    struct mst *m = call->m;
+    size_t ns = m->nservers;
+    struct pollfd small_pfds[16];
+    size_t small_idx[16];
+    struct pollfd *pfds = small_pfds;
+    size_t *pidx = small_idx;
+    if (ns > 16) {
+        pfds = malloc(ns * sizeof(*pfds));
+        pidx = malloc(ns * sizeof(*pidx));
+        if (!pfds || !pidx) {
+            free(pfds == small_pfds ? NULL : pfds);
+            free(pidx == small_idx ? NULL : pidx);
+            for (size_t i = 0; i < ns; i++) {
+                if (m->servers[i]->active) {
+                    errno = ENOMEM;
+                    io_fail(m, m->servers[i], MST_ENOMEM, false, "poll set");
+                }
+            }
+            return;
+        }
+    }
+    uint64_t deadline = mst_now_ms() + m->io_timeout_ms;
+    for (;;) {
+        size_t n = 0;
+        uint64_t now = mst_now_ms();
+        uint64_t wake = deadline;
+        for (size_t i = 0; i < ns; i++) {
+            struct mst_server *srv = m->servers[i];
+            if (!srv->active) {
+                continue;
+            }
+            if (!srv->connecting && srv->wbuf.off == srv->wbuf.len && srv->pending == 0) {
+                srv->active = false;
+                health_success(m, srv);
+                continue;
+            }
+            if (srv->connecting && now >= srv->connect_until) {
+                errno = ETIMEDOUT;
+                io_fail(m, srv, MST_ETIMEOUT, true, "connect");
+                continue;
+            }
+            if (now >= deadline) {
+                errno = ETIMEDOUT;
+                io_fail(m, srv, MST_ETIMEOUT, srv->connecting, "I/O");
+                continue;
+            }
+            short ev = 0;
+            if (srv->connecting) {
+                ev = POLLOUT;
+                if (srv->connect_until < wake) {
+                    wake = srv->connect_until;
+                }
+            } else {
+                if (srv->wbuf.off < srv->wbuf.len) {
+                    ev |= POLLOUT;
+                }
+                if (srv->pending > 0) {
+                    ev |= POLLIN;
+                }
+            }
+            pfds[n].fd = srv->fd;
+            pfds[n].events = ev;
+            pfds[n].revents = 0;
+            pidx[n] = i;
+            n++;
+        }
+        if (n == 0) {
+            break;
+        }
+        int wait_ms = wake > now ? (int)(wake - now) : 0;
+        int rc = poll(pfds, (nfds_t)n, wait_ms);
+        if (rc < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            for (size_t k = 0; k < n; k++) {
+                io_fail(m, m->servers[pidx[k]], MST_EIO, false, "poll");
+            }
+            break;
+        }
+        for (size_t k = 0; k < n && rc > 0; k++) {
+            short re = pfds[k].revents;
+            if (!re) {
+                continue;
+            }
+            struct mst_server *srv = m->servers[pidx[k]];
+            if (srv->connecting) {
+                finish_connect(m, srv);
+                if (!srv->active || srv->connecting) {
+                    continue;
+                }
+            }
+            if (srv->active && srv->wbuf.off < srv->wbuf.len &&
+                (re & (POLLOUT | POLLERR | POLLHUP))) {
+                do_write(m, srv);
+            }
+            if (srv->active && srv->pending > 0 && (re & (POLLIN | POLLERR | POLLHUP))) {
+                do_read(call, srv, pidx[k]);
+            }
+        }
+    }
+    if (pfds != small_pfds) {
+        free(pfds);
+        free(pidx);
+    }
+}
