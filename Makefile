@@ -17,7 +17,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_USER := $(shell [ "$$(id -u)" = 0 ] && echo "-u nobody")
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
 
-.PHONY: run test build build-asan deps-build deps-test deps-bench format format-check bench clean
+PREFIX ?= /usr/local
+
+.PHONY: install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
 
 # Installs the packages in $(1) that dpkg does not have yet.
 define install_missing
@@ -65,5 +67,13 @@ test: deps-test format-check build build-asan
 bench: deps-bench build
 	bench/compare_memcaslap.sh
 
+# Installs into $(DESTDIR)$(PREFIX): memstashd, memstash, libmemstash with its
+# headers and memstash.pc, man pages, and the systemd unit.
+install: deps-build
+	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSTASH_TESTS=OFF \
+	      -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build build-install -j $(JOBS)
+	DESTDIR=$(DESTDIR) cmake --install build-install
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-install
