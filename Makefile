@@ -3,7 +3,8 @@
 #   make test  - install test packages if missing, build a normal and an ASan+UBSan tree,
 #                check formatting, run every test (unit + integration) in both trees
 
-BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev
+BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev \
+              python3-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
               python3-memcache python3-pylibmc libmemcached-tools memcached
 BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached
