@@ -96,8 +96,20 @@ int ops_store(struct conn *c, struct item *it, enum storage_op op, uint64_t cas_
     STAT_INCR(ts, set_cmds);
     SLAB_INCR(ts, cls, cmd_set);
     *outcome = STORAGE_NOT_STORED;
-    int rc =
-        storage_store(srv->storage, it, op, cas_in, hv, clock_now(&srv->clock), outcome, cas_out);
+    int rc;
+    if ((op == STORAGE_APPEND || op == STORAGE_PREPEND) && cas_in != 0) {
+        /* A CAS on append/prepend (binary, meta) must match. */
+        struct storage_mstore_result r;
+        rc =
+            storage_meta_store(srv->storage, it, op, cas_in, false, hv, clock_now(&srv->clock), &r);
+        *outcome = r.outcome;
+        if (cas_out != NULL) {
+            *cas_out = r.cas;
+        }
+    } else {
+        rc = storage_store(srv->storage, it, op, cas_in, hv, clock_now(&srv->clock), outcome,
+                           cas_out);
+    }
     storage_release(srv->storage, &it);
     if (rc == STORAGE_ENOMEM && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
         STAT_INCR(ts, store_no_memory);

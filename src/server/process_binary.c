@@ -4,11 +4,13 @@
  */
 #include "process_binary.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "binary.h"
 #include "log.h"
 #include "ops.h"
+#include "prefix_stats.h"
 #include "server.h"
 #include "storage.h"
 
@@ -226,6 +228,48 @@ static void emit_bin_stat(void *ctx, const char *name, const char *value)
     conn_out(sc->c, buf, n);
 }
 
+static void emit_bin_stat_n(struct bin_stat_ctx *sc, const char *name, const char *value,
+                            size_t nvalue)
+{
+    size_t cap = BIN_HEADER_LEN + strlen(name) + nvalue;
+    char *buf = malloc(cap);
+    if (buf == NULL) {
+        return;
+    }
+    conn_out(sc->c, buf, bin_compose_stat(buf, cap, sc->opaque, name, strlen(name), value, nvalue));
+    free(buf);
+}
+
+/* "stats detail dump" collected into one string, for the binary reply. */
+struct dump_ctx {
+    char *buf;
+    size_t len, cap;
+};
+
+static void dump_append(struct dump_ctx *d, const char *s, size_t n)
+{
+    if (d->len + n > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 256;
+        while (cap < d->len + n) {
+            cap *= 2;
+        }
+        char *nb = realloc(d->buf, cap);
+        if (nb == NULL) {
+            return;
+        }
+        d->buf = nb;
+        d->cap = cap;
+    }
+    memcpy(d->buf + d->len, s, n);
+    d->len += n;
+}
+
+static void dump_line(void *ctx, const char *text)
+{
+    dump_append(ctx, text, strlen(text));
+    dump_append(ctx, "\r\n", 2);
+}
+
 /* memcached matches STAT group names by prefix. */
 static bool group_is(const struct bin_span *key, const char *name)
 {
@@ -245,15 +289,17 @@ static void process_stat(struct conn *c, const struct bin_request *req)
     } else if (group_is(key, "settings")) {
         settings_render(srv->settings, emit_bin_stat, &sc);
     } else if (group_is(key, "detail")) {
-        const char *arg = key->p + 6;
-        size_t n = key->len - 6;
-        while (n > 0 && *arg == ' ') {
-            arg++;
-            n--;
-        }
-        if (n == 2 && memcmp(arg, "on", 2) == 0) {
+        /* memcached matches " on", " off" and " dump" by prefix after "detail". */
+        struct bin_span sub = {key->p + 6, key->len - 6};
+        if (group_is(&sub, " dump")) {
+            struct dump_ctx dc = {NULL, 0, 0};
+            prefix_stats_dump(srv->prefix_stats, dump_line, &dc);
+            dump_append(&dc, "END\r\n", 5);
+            emit_bin_stat_n(&sc, "detailed", dc.buf != NULL ? dc.buf : "", dc.len);
+            free(dc.buf);
+        } else if (group_is(&sub, " on")) {
             __atomic_store_n(&srv->settings->detail_enabled, true, __ATOMIC_RELAXED);
-        } else if (n == 3 && memcmp(arg, "off", 3) == 0) {
+        } else if (group_is(&sub, " off")) {
             __atomic_store_n(&srv->settings->detail_enabled, false, __ATOMIC_RELAXED);
         } else {
             send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_ENOENT);
@@ -265,8 +311,6 @@ static void process_stat(struct conn *c, const struct bin_request *req)
         stats_render_slabs(srv, emit_bin_stat, &sc);
     } else if (group_is(key, "sizes")) {
         emit_bin_stat(&sc, "sizes_status", "disabled");
-    } else if (group_is(key, "conns")) {
-        stats_render_conns(srv, emit_bin_stat, &sc);
     } else {
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_ENOENT);
         return;

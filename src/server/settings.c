@@ -370,6 +370,7 @@ static int parse_option(struct settings *s, int c, const char *arg)
             fprintf(stderr, "ERROR: Invalid port number %s.\n", arg);
             return EX_USAGE;
         }
+        s->port_set = true;
         return 0;
     case 'U':
         if (!parse_int(arg, 0, INT_MAX, &s->udpport) || s->udpport > 65535) {
@@ -564,6 +565,10 @@ static int parse_option(struct settings *s, int c, const char *arg)
 
 static int validate(struct settings *s)
 {
+    /* memcached: -U without -p puts TCP on the UDP port too. */
+    if (s->udpport != 0 && !s->port_set) {
+        s->port = s->udpport;
+    }
     if (s->item_size_max < 1024) {
         fprintf(stderr, "Item max size cannot be less than 1024 bytes.\n");
         return EX_USAGE;

@@ -23,6 +23,7 @@ enum binding_protocol {
 
 struct settings {
     int port;              /* -p */
+    bool port_set;         /* -p was given (else -U moves TCP to the UDP port too) */
     int udpport;           /* -U (accepted; UDP arrives with a later issue) */
     char *socketpath;      /* -s */
     int access;            /* -a, octal */

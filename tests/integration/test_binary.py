@@ -432,8 +432,6 @@ def test_append_prepend(bconn, keyprefix):
     assert bconn.call1(req(GET, k)).value == b"<start_mid_end!"
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd ignores the CAS of binary APPEND/PREPEND requests")
 def test_append_prepend_with_cas(bconn, keyprefix):
     k = b(keyprefix + "ap")
     cas = set_item(bconn, k, b"mid")

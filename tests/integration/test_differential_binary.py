@@ -445,20 +445,14 @@ FRESH_SCRIPTS = {
 
 # memstashd differences (bugs to fix); the tests flip to XPASS when fixed.
 KNOWN_DIFFERENCES = {
-    "stat_detail_dump": "memstashd answers binary STAT \"detail dump\" with Not found instead "
-                        "of a \"detailed\" packet",
-    "stat_detail_prefix_match": "memstashd matches STAT detail sub-commands exactly; 1.6.18 by "
-                                "prefix (\"detail onx\" turns detail on, \"detailon\" is Not found)",
     "stat_sizes_enable_disable": "memstashd does not know the sizes_enable/sizes_disable stats "
                                  "groups (text protocol too)",
-    "stat_conns": "memstashd answers binary STAT \"conns\" with stats; 1.6.18 says Not found",
     "huge_bodylen_set": "memstashd sends the Too large reply before the swallowed value has "
                         "arrived; 1.6.18 only once it has",
     "too_large_split": "memstashd sends the Too large reply before the swallowed value has "
                        "arrived; 1.6.18 only once it has",
     "unknown_opcode_swallow_split": "memstashd sends Unknown command before the swallowed "
                                     "body has arrived; 1.6.18 only once it has",
-    "append_prepend_cas": "memstashd ignores the CAS of binary APPEND/PREPEND requests",
     "append_over_limit": "memstashd lets append/prepend build a value one byte over the item "
                          "size limit",
 }

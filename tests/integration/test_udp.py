@@ -402,9 +402,6 @@ def test_stats_conns_udp_entries_like_memcached(upair):
     assert got[1] == got[0]
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd keeps TCP on 11211 when -U is given without -p; 1.6.18 "
-                          "moves TCP to the -U port")
 def test_udp_port_without_p_moves_tcp(server_factory):
     port = free_udp_port()
     srv = server_factory("-U", str(port), "-l", "127.0.0.1", tcp=False, wait=False)
