@@ -687,7 +687,8 @@ void settings_render(const struct settings *s,
     emit_int(emit, ctx, "maxconns", s->maxconns);
     emit_int(emit, ctx, "tcpport", s->port);
     emit_int(emit, ctx, "udpport", s->udpport);
-    emit(ctx, "inter", s->inter ? s->inter : "127.0.0.1");
+    /* With -s there is no TCP listener, and memcached then shows NULL. */
+    emit(ctx, "inter", s->inter ? s->inter : (s->socketpath ? "NULL" : "127.0.0.1"));
     emit_int(emit, ctx, "verbosity", s->verbose);
     emit_int(emit, ctx, "oldest", 0);
     emit(ctx, "evictions", s->no_evict ? "off" : "on");
