@@ -1,9 +1,9 @@
 /*
  * main.c - the memstash command-line tool: one binary with subcommands
  * (get, set, add, replace, delete, touch, incr, decr, stats, flush, version,
- * ping, locate) over libmemstash. It parses options, configures a handle,
- * runs one command and maps the result to an exit code; the library does
- * the rest.
+ * ping, locate, dump, bench) over libmemstash. It parses options, configures
+ * a handle, runs one command and maps the result to an exit code; the
+ * library (and bench.c for the load generator) does the rest.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "memstash/memstash.h"
 
 /* Exit codes (documented in --help). */
@@ -22,6 +23,7 @@ enum {
     EXIT_USAGE = 2,
     EXIT_FAILURE_ = 3, /* a server could not be reached or answered with an error */
     EXIT_BADKEY = 4,
+    EXIT_NOTSUP = 5, /* dump: the server has no dump facility */
 };
 
 static const char usage_text[] =
@@ -41,6 +43,10 @@ static const char usage_text[] =
     "  version                    version of every server\n"
     "  ping                       check that every server answers\n"
     "  locate KEY...              which server holds each key (no I/O)\n"
+    "  dump                       list every server's keys and values (lru_crawler\n"
+    "                             metadump/mgdump); --keys-only skips the values\n"
+    "  bench                      load generator: progress every second, then ops/s and\n"
+    "                             a latency histogram (p50/p90/p99/p99.9); see below\n"
     "\n"
     "options:\n"
     "  -s, --servers LIST         servers: host[:port[:weight]], [v6]:port, /unix/path,\n"
@@ -60,17 +66,34 @@ static const char usage_text[] =
     "  -f, --flags N              set/add/replace: client flags (default 0)\n"
     "  -e, --exptime SECONDS      set/add/replace/incr --initial: expiry (default 0)\n"
     "  -i, --initial N            incr/decr: create a missing key with N\n"
-    "  -b, --binary               use the binary protocol (not supported yet)\n"
+    "  -P, --protocol NAME        meta (default; text with servers older than memcached\n"
+    "                             1.6), text or binary\n"
+    "  -b, --binary               same as --protocol binary\n"
     "  -j, --json                 machine-readable output\n"
     "  -h, --help                 this help\n"
     "  -V, --version              print the tool's version\n"
+    "\n"
+    "dump options:\n"
+    "      --keys-only            list keys (with expiry and CAS) without fetching values\n"
+    "\n"
+    "bench options (bounded by --time and/or --count, whichever comes first):\n"
+    "      --time SECONDS         run time (default 10; 0 = until --count)\n"
+    "      --count N              total operations (default: no limit)\n"
+    "      --ratio GET:SET        operation mix (default 9:1)\n"
+    "      --multi N              keys per get, as one multi-get (default 1)\n"
+    "      --value-size BYTES     value size for sets (default 100)\n"
+    "      --connections N        concurrent connections, one thread each (default 4)\n"
+    "      --keys N               key space (default 10000)\n"
+    "      --zipf S               Zipf popularity with exponent S (default 0: uniform)\n"
+    "      --no-prefill           do not store every key before measuring\n"
     "\n"
     "exit codes:\n"
     "  0  success\n"
     "  1  cache outcome: a key was missing, not stored, not found, or changed (exists)\n"
     "  2  usage error (bad option, command or argument)\n"
     "  3  failure: a server could not be reached, timed out, or answered with an error\n"
-    "  4  bad key (empty, over 250 bytes, or holding a space or control character)\n";
+    "  4  bad key (empty, over 250 bytes, or holding a space or control character)\n"
+    "  5  dump: a server has no dump facility (lru_crawler metadump or mgdump)\n";
 
 struct opts {
     const char *servers;
@@ -85,8 +108,10 @@ struct opts {
     int32_t exptime;
     bool has_initial;
     uint64_t initial;
-    bool binary;
+    const char *protocol;
     bool json;
+    bool keys_only;
+    struct bench_opts bench;
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -615,6 +640,114 @@ static int cmd_locate(struct mst *m, const struct opts *o, int argc, char **argv
     return code;
 }
 
+struct dump_out {
+    const struct opts *o;
+    struct mst *m;
+    bool first;
+    uint64_t items;
+};
+
+/* A value for a terminal: printable bytes as they are, the rest escaped. */
+static void print_escaped(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\\') {
+            fputs("\\\\", stdout);
+        } else if (c == '\n') {
+            fputs("\\n", stdout);
+        } else if (c == '\r') {
+            fputs("\\r", stdout);
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+        } else if (c < 0x20 || c == 0x7f) {
+            printf("\\x%02x", c);
+        } else {
+            fputc(c, stdout);
+        }
+    }
+}
+
+static int on_dump(void *arg, size_t server, const struct mst_dump_item *it)
+{
+    struct dump_out *d = arg;
+    const char *key = it->key;
+    size_t nkey = it->nkey;
+    /* With a namespace, only its keys, shown without it. */
+    size_t nns = d->o->ns ? strlen(d->o->ns) : 0;
+    if (nns) {
+        if (nkey <= nns || memcmp(key, d->o->ns, nns) != 0) {
+            return 0;
+        }
+        key += nns;
+        nkey -= nns;
+    }
+    d->items++;
+    if (d->o->json) {
+        printf("%s\n  {\"server\": ", d->first ? "" : ",");
+        json_cstr(stdout, mst_server_name(d->m, server));
+        printf(", \"key\": ");
+        json_str(stdout, key, nkey);
+        printf(", \"exptime\": %" PRId64 ", \"cas\": %" PRIu64, it->exptime, it->cas);
+        if (it->has_value) {
+            printf(", \"flags\": %" PRIu32 ", \"value\": ", it->flags);
+            json_str(stdout, it->data, it->len);
+        }
+        printf("}");
+    } else if (it->has_value) {
+        print_escaped(key, nkey);
+        fputs(": ", stdout);
+        print_escaped(it->data, it->len);
+        fputc('\n', stdout);
+    } else {
+        print_escaped(key, nkey);
+        if (d->o->keys_only) {
+            printf("  exptime=%" PRId64 " cas=%" PRIu64, it->exptime, it->cas);
+        }
+        fputc('\n', stdout);
+    }
+    d->first = false;
+    return 0;
+}
+
+static int cmd_dump(struct mst *m, const struct opts *o, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        return usage_error("%s takes no arguments", "dump");
+    }
+    struct dump_out d = {o, m, true, 0};
+    int code = EXIT_OK;
+    if (o->json) {
+        printf("[");
+    }
+    for (size_t i = 0; i < mst_server_count(m); i++) {
+        int rc = mst_dump(m, i, !o->keys_only, on_dump, &d);
+        if (rc == MST_ENOTSUP) {
+            fprintf(stderr, "memstash: %s\n", mst_last_error(m));
+            code = code == EXIT_OK ? EXIT_NOTSUP : code;
+        } else if (rc != MST_OK) {
+            int c = report_failure(m, mst_server_name(m, i), rc);
+            code = c > code ? c : code;
+        }
+    }
+    if (o->json) {
+        printf("%s]\n", d.first ? "" : "\n");
+    }
+    return code;
+}
+
+static int cmd_bench(struct mst *m, const struct opts *o, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        return usage_error("%s takes options, not arguments", "bench");
+    }
+    struct bench_opts b = o->bench;
+    b.json = o->json;
+    return bench_run(m, &b);
+}
+
 /* ---- Setup -------------------------------------------------------------- */
 
 static int pick_distribution(const char *s, enum mst_distribution *d)
@@ -695,14 +828,101 @@ static int configure(struct mst *m, const struct opts *o)
     if (mst_set_retry_interval(m, o->retry_ms) != MST_OK) {
         return usage_error("bad retry interval: %s", "out of range");
     }
-    if (o->binary && mst_set_protocol(m, MST_PROTO_BINARY) != MST_OK) {
-        fprintf(stderr, "memstash: the binary protocol is not supported yet\n");
-        return EXIT_USAGE;
+    if (o->protocol) {
+        static const struct {
+            const char *name;
+            enum mst_protocol p;
+        } t[] = {{"meta", MST_PROTO_META}, {"text", MST_PROTO_TEXT}, {"binary", MST_PROTO_BINARY}};
+        size_t i = 0;
+        while (i < sizeof(t) / sizeof(t[0]) && strcmp(o->protocol, t[i].name) != 0) {
+            i++;
+        }
+        if (i == sizeof(t) / sizeof(t[0])) {
+            return usage_error("unknown protocol: %s", o->protocol);
+        }
+        mst_set_protocol(m, t[i].p);
     }
     return EXIT_OK;
 }
 
-enum { OPT_NO_FAILOVER = 256, OPT_FAILURE_LIMIT, OPT_RETRY };
+enum {
+    OPT_NO_FAILOVER = 256,
+    OPT_FAILURE_LIMIT,
+    OPT_RETRY,
+    OPT_KEYS_ONLY,
+    OPT_TIME,
+    OPT_COUNT,
+    OPT_RATIO,
+    OPT_MULTI,
+    OPT_VALUE_SIZE,
+    OPT_CONNECTIONS,
+    OPT_KEYS,
+    OPT_ZIPF,
+    OPT_NO_PREFILL,
+};
+
+static bool parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* The bench options; returns -1 when c is not one, else 0 or the usage exit code. */
+static int bench_option(struct bench_opts *b, int c, const char *arg)
+{
+    uint64_t v;
+    switch (c) {
+    case OPT_TIME:
+        return parse_double(arg, 0, 86400 * 365, &b->seconds) ? 0
+                                                              : usage_error("bad --time: %s", arg);
+    case OPT_COUNT:
+        if (!parse_u64(arg, &b->count)) {
+            return usage_error("bad --count: %s", arg);
+        }
+        return 0;
+    case OPT_RATIO:
+        return bench_parse_ratio(arg, &b->get_weight, &b->set_weight)
+                   ? 0
+                   : usage_error("bad --ratio (GET:SET, e.g. 9:1): %s", arg);
+    case OPT_MULTI:
+        if (!parse_u64(arg, &v) || v == 0 || v > 100000) {
+            return usage_error("bad --multi: %s", arg);
+        }
+        b->multi = (unsigned)v;
+        return 0;
+    case OPT_VALUE_SIZE:
+        if (!parse_u64(arg, &v) || v > 64 * 1024 * 1024) {
+            return usage_error("bad --value-size: %s", arg);
+        }
+        b->value_size = (size_t)v;
+        return 0;
+    case OPT_CONNECTIONS:
+        if (!parse_u64(arg, &v) || v == 0 || v > 4096) {
+            return usage_error("bad --connections: %s", arg);
+        }
+        b->connections = (unsigned)v;
+        return 0;
+    case OPT_KEYS:
+        if (!parse_u64(arg, &v) || v == 0 || v > 100000000) {
+            return usage_error("bad --keys: %s", arg);
+        }
+        b->keys = v;
+        return 0;
+    case OPT_ZIPF:
+        return parse_double(arg, 0, 10, &b->zipf) ? 0 : usage_error("bad --zipf: %s", arg);
+    case OPT_NO_PREFILL:
+        b->prefill = false;
+        return 0;
+    default:
+        return -1;
+    }
+}
 
 int main(int argc, char **argv)
 {
@@ -724,6 +944,17 @@ int main(int argc, char **argv)
         {"exptime", required_argument, NULL, 'e'},
         {"initial", required_argument, NULL, 'i'},
         {"binary", no_argument, NULL, 'b'},
+        {"protocol", required_argument, NULL, 'P'},
+        {"keys-only", no_argument, NULL, OPT_KEYS_ONLY},
+        {"time", required_argument, NULL, OPT_TIME},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"ratio", required_argument, NULL, OPT_RATIO},
+        {"multi", required_argument, NULL, OPT_MULTI},
+        {"value-size", required_argument, NULL, OPT_VALUE_SIZE},
+        {"connections", required_argument, NULL, OPT_CONNECTIONS},
+        {"keys", required_argument, NULL, OPT_KEYS},
+        {"zipf", required_argument, NULL, OPT_ZIPF},
+        {"no-prefill", no_argument, NULL, OPT_NO_PREFILL},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -731,7 +962,18 @@ int main(int argc, char **argv)
     };
     int c;
     uint64_t v;
-    while ((c = getopt_long(argc, argv, "s:d:H:t:n:f:e:i:bjhV", longopts, NULL)) != -1) {
+    bench_defaults(&o.bench);
+    bool count_given = false, time_given = false;
+    while ((c = getopt_long(argc, argv, "s:d:H:t:n:f:e:i:P:bjhV", longopts, NULL)) != -1) {
+        int bc = bench_option(&o.bench, c, optarg);
+        if (bc > 0) {
+            return bc;
+        }
+        if (bc == 0) {
+            count_given |= c == OPT_COUNT;
+            time_given |= c == OPT_TIME;
+            continue;
+        }
         switch (c) {
         case 's':
             o.servers = optarg;
@@ -784,7 +1026,13 @@ int main(int argc, char **argv)
             o.has_initial = true;
             break;
         case 'b':
-            o.binary = true;
+            o.protocol = "binary";
+            break;
+        case 'P':
+            o.protocol = optarg;
+            break;
+        case OPT_KEYS_ONLY:
+            o.keys_only = true;
             break;
         case 'j':
             o.json = true;
@@ -803,6 +1051,13 @@ int main(int argc, char **argv)
     if (optind >= argc) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
+    }
+    if (count_given && !time_given) {
+        o.bench.seconds = 0; /* --count alone bounds the run */
+    }
+    if (optind < argc && strcmp(argv[optind], "bench") == 0 && o.bench.seconds == 0 &&
+        o.bench.count == 0) {
+        return usage_error("bench needs --time or --count to end: %s", "both are 0");
     }
     if (!o.servers || !*o.servers) {
         o.servers = "127.0.0.1:11211";
@@ -839,6 +1094,10 @@ int main(int argc, char **argv)
             code = cmd_version_ping(m, &o, true, nargs, args);
         } else if (strcmp(cmd, "locate") == 0) {
             code = cmd_locate(m, &o, nargs, args);
+        } else if (strcmp(cmd, "dump") == 0) {
+            code = cmd_dump(m, &o, nargs, args);
+        } else if (strcmp(cmd, "bench") == 0) {
+            code = cmd_bench(m, &o, nargs, args);
         } else {
             code = usage_error("unknown command: %s", cmd);
         }

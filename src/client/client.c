@@ -160,7 +160,7 @@ MST_API int mst_create(struct mst **out)
     m->retry_interval_ms = DEFAULT_RETRY_INTERVAL_MS;
     m->failure_limit = DEFAULT_FAILURE_LIMIT;
     m->failover = true;
-    m->protocol = MST_PROTO_TEXT;
+    m->protocol = MST_PROTO_META;
     struct dist_config cfg;
     dist_config_of(m, &cfg);
     dist_init(&m->dist, &cfg);
@@ -482,17 +482,30 @@ MST_API int mst_set_failover(struct mst *m, bool on)
 
 MST_API int mst_set_protocol(struct mst *m, enum mst_protocol p)
 {
-    if (!m) {
+    if (!m || (p != MST_PROTO_TEXT && p != MST_PROTO_META && p != MST_PROTO_BINARY)) {
         return MST_EINVAL;
     }
-    if (p == MST_PROTO_META || p == MST_PROTO_BINARY) {
-        return mst_fail(m, MST_ENOTSUP, "only the text protocol is implemented so far");
-    }
-    if (p != MST_PROTO_TEXT) {
-        return MST_EINVAL;
+    if (p != m->protocol) {
+        /* A server keeps the protocol a connection started with: start afresh. */
+        for (size_t i = 0; i < m->nservers; i++) {
+            io_close(m->servers[i]);
+        }
     }
     m->protocol = p;
     return MST_OK;
+}
+
+MST_API int mst_get_protocol(const struct mst *m)
+{
+    return m ? (int)m->protocol : MST_EINVAL;
+}
+
+MST_API int mst_server_protocol(const struct mst *m, size_t i)
+{
+    if (!m || i >= m->nservers) {
+        return MST_ENOENT;
+    }
+    return (int)srv_wire(m, m->servers[i]);
 }
 
 MST_API int mst_set_noreply(struct mst *m, bool on)

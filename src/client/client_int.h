@@ -13,6 +13,18 @@
  * the call's handler. A server that fails (connect error, I/O error, timeout,
  * unparsable reply) is closed, its failure is counted, and io_run() goes on
  * with the others.
+ *
+ * Protocols: the handle's protocol is text, binary, or meta (the default).
+ * With meta, every new connection starts out not knowing whether the
+ * server speaks it: the first call on it sends "mn" ahead of its own
+ * request, which it composes in text (every server understands that). The
+ * "MN" or "ERROR" that comes back first decides: later calls speak meta, or
+ * stay with text (memcached < 1.6). So finding out costs no round trip.
+ *
+ * Quiet requests (noreply in meta and binary) end with an "mn" / NOOP
+ * sentinel and are not waited for: the replies a server still sends for
+ * them (NS, NF, errors, mg hits) are skipped, up to the sentinel, before
+ * the next call's replies are read. srv->owed counts those sentinels.
  */
 #ifndef MEMSTASH_CLIENT_INT_H
 #define MEMSTASH_CLIENT_INT_H
@@ -25,6 +37,7 @@
 #include "memstash/memstash.h"
 #include "reply.h"
 #include "spec.h"
+#include "wire.h"
 
 struct addrinfo;
 
@@ -46,6 +59,10 @@ struct mst_server {
     struct addrinfo *ai_cur;
     struct buf wbuf;
     struct buf rbuf;
+    /* Protocol on this connection (reset when it closes). */
+    uint8_t meta;  /* META_UNKNOWN, META_YES, META_NO */
+    bool probing;  /* the reply to an "mn" probe comes before the call's replies */
+    unsigned owed; /* sentinels of earlier quiet requests still to be skipped */
     /* Health. */
     unsigned failures;   /* consecutive */
     uint64_t dead_until; /* monotonic ms; 0 = alive */
@@ -54,6 +71,15 @@ struct mst_server {
     size_t pending;  /* replies still expected */
     int status;      /* MST_OK or the failure of this server in this call */
     bool conn_error; /* the failure happened before anything was sent */
+};
+
+enum { META_UNKNOWN = 0, META_YES, META_NO };
+
+/* How srv's replies are framed in this call. */
+enum io_framing {
+    FRAME_TEXT = 0, /* text and meta replies (reply_parse) */
+    FRAME_BINARY,   /* binary packets (bin_parse_response) */
+    FRAME_LINES,    /* raw lines (reply_parse_line) */
 };
 
 struct io_call;
@@ -69,6 +95,7 @@ struct io_call {
     struct mst *m;
     io_handler handler;
     void *arg;
+    bool lines; /* FRAME_LINES for every text server of this call */
 };
 
 struct mst {
@@ -95,6 +122,22 @@ struct mst {
     char lasterr[512]; /* scratch copy of errbuf across a failover retry */
 };
 
+_Static_assert((int)WIRE_TEXT == MST_PROTO_TEXT && (int)WIRE_META == MST_PROTO_META &&
+                   (int)WIRE_BINARY == MST_PROTO_BINARY,
+               "wire protocols mirror enum mst_protocol");
+
+/* The protocol the next request to srv is composed in. */
+static inline enum wire_proto srv_wire(const struct mst *m, const struct mst_server *srv)
+{
+    if (m->protocol == MST_PROTO_BINARY) {
+        return WIRE_BINARY;
+    }
+    if (m->protocol == MST_PROTO_META && srv->meta == META_YES) {
+        return WIRE_META;
+    }
+    return WIRE_TEXT;
+}
+
 /* Monotonic milliseconds. */
 uint64_t mst_now_ms(void);
 
@@ -118,6 +161,10 @@ int route_key(struct mst *m, const char *key, size_t nkey, size_t *idx);
 int route_prepare(struct mst *m);
 int route_one(struct mst *m, const char *key, size_t nkey, size_t *idx);
 
+/* Error replies (ops.c): the status for r, recorded in srv->status and the last error. */
+int reply_error_status(struct mst *m, struct mst_server *srv, const struct reply *r);
+bool reply_is_error(const struct reply *r);
+
 /* Buffers. */
 int buf_reserve(struct buf *b, size_t more);
 int buf_append(struct buf *b, const void *p, size_t n);
@@ -132,6 +179,19 @@ void io_close(struct mst_server *srv);
  * failure (already recorded in health and in srv->status).
  */
 int io_begin(struct mst *m, struct mst_server *srv);
+/*
+ * io_begin(), then, on a meta handle whose connection to srv has not been
+ * probed yet, queues the "mn" probe ahead of the request the caller is about
+ * to append (which srv_wire() then composes in text).
+ */
+int io_begin_probe(struct mst *m, struct mst_server *srv);
+/*
+ * Makes sure srv's meta support is known, running a probe round trip if
+ * needed (for calls that only exist in meta). MST_OK when it speaks meta,
+ * MST_ENOTSUP when it does not, or the connection failure. srv takes part
+ * in the next io_run() afterwards, as after io_begin().
+ */
+int io_need_meta(struct mst *m, struct mst_server *srv);
 /* Runs every active server until its writes are flushed and its replies read. */
 void io_run(struct io_call *call);
 

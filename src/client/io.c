@@ -20,6 +20,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "binary.h"
+
 #define READ_CHUNK (64 * 1024)
 
 int buf_reserve(struct buf *b, size_t more)
@@ -80,6 +82,9 @@ void io_close(struct mst_server *srv)
     }
     srv->fd = -1;
     srv->connecting = false;
+    srv->meta = META_UNKNOWN;
+    srv->probing = false;
+    srv->owed = 0;
     buf_reset(&srv->wbuf);
     buf_reset(&srv->rbuf);
     /* Large buffers are not kept across a failure. */
@@ -176,6 +181,21 @@ static int start_connect(struct mst *m, struct mst_server *srv)
 static bool conn_still_good(struct mst_server *srv)
 {
     char scratch[4096];
+    if (srv->owed > 0 || srv->rbuf.off < srv->rbuf.len) {
+        /* Replies to earlier quiet requests are on their way: they are read
+         * (and skipped) in order, so only look for a closed connection. */
+        for (;;) {
+            ssize_t n = recv(srv->fd, scratch, 1, MSG_DONTWAIT | MSG_PEEK);
+            if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                return true;
+            }
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            return false;
+        }
+    }
+    buf_reset(&srv->rbuf);
     for (;;) {
         ssize_t n = recv(srv->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
         if (n > 0) {
@@ -227,6 +247,59 @@ int io_begin(struct mst *m, struct mst_server *srv)
     return MST_OK;
 }
 
+int io_begin_probe(struct mst *m, struct mst_server *srv)
+{
+    int rc = io_begin(m, srv);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    if (m->protocol == MST_PROTO_META && srv->meta == META_UNKNOWN && !srv->probing) {
+        if (buf_append(&srv->wbuf, "mn\r\n", 4) != MST_OK) {
+            io_close(srv);
+            srv->active = false;
+            srv->status = MST_ENOMEM;
+            return mst_fail(m, MST_ENOMEM, "out of memory");
+        }
+        srv->probing = true;
+    }
+    return MST_OK;
+}
+
+static int h_none(struct io_call *call, struct mst_server *srv, size_t idx, const struct reply *r)
+{
+    (void)call;
+    (void)srv;
+    (void)idx;
+    (void)r;
+    return MST_EPROTO;
+}
+
+int io_need_meta(struct mst *m, struct mst_server *srv)
+{
+    if (m->protocol != MST_PROTO_META) {
+        return mst_fail(m, MST_ENOTSUP, "%s: this call needs the meta protocol", srv->name);
+    }
+    int rc = io_begin_probe(m, srv);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    if (srv->probing) {
+        struct io_call call = {m, h_none, NULL, false};
+        io_run(&call);
+        if (srv->status != MST_OK) {
+            return srv->status;
+        }
+        rc = io_begin(m, srv);
+        if (rc != MST_OK) {
+            return rc;
+        }
+    }
+    if (srv->meta != META_YES) {
+        return mst_fail(m, MST_ENOTSUP, "%s does not speak the meta protocol", srv->name);
+    }
+    return MST_OK;
+}
+
 /* A pending connect finished (POLLOUT): check how. */
 static void finish_connect(struct mst *m, struct mst_server *srv)
 {
@@ -273,14 +346,36 @@ static void do_write(struct mst *m, struct mst_server *srv)
     buf_reset(&srv->wbuf);
 }
 
+/* Frames one element of srv's reply stream. */
+static enum reply_status frame_one(const struct io_call *call, const struct mst_server *srv,
+                                   const char *p, size_t n, struct reply *r, size_t *used)
+{
+    if (call->m->protocol == MST_PROTO_BINARY) {
+        struct bin_response br;
+        enum bin_result st = bin_parse_response(p, n, &br, used);
+        if (st == BIN_NEED_MORE) {
+            return REPLY_NEED_MORE;
+        }
+        if (st != BIN_OK) {
+            return REPLY_BAD;
+        }
+        reply_from_bin(&br, r);
+        return REPLY_DONE;
+    }
+    if (call->lines && !srv->probing && srv->owed == 0) {
+        return reply_parse_line(p, n, r, used);
+    }
+    return reply_parse(p, n, r, used);
+}
+
 static void parse_replies(struct io_call *call, struct mst_server *srv, size_t idx)
 {
     struct mst *m = call->m;
-    while (srv->pending > 0 && srv->rbuf.off < srv->rbuf.len) {
+    while ((srv->pending > 0 || srv->probing || srv->owed > 0) && srv->rbuf.off < srv->rbuf.len) {
         struct reply r;
         size_t used;
-        enum reply_status st =
-            reply_parse(srv->rbuf.p + srv->rbuf.off, srv->rbuf.len - srv->rbuf.off, &r, &used);
+        enum reply_status st = frame_one(call, srv, srv->rbuf.p + srv->rbuf.off,
+                                         srv->rbuf.len - srv->rbuf.off, &r, &used);
         if (st == REPLY_NEED_MORE) {
             return;
         }
@@ -290,6 +385,26 @@ static void parse_replies(struct io_call *call, struct mst_server *srv, size_t i
             return;
         }
         srv->rbuf.off += used;
+        if (srv->owed > 0) {
+            /* A reply to an earlier quiet request, or the end of its batch. */
+            if (r.kind == REPLY_MN) {
+                srv->owed--;
+            }
+            continue;
+        }
+        if (srv->probing) {
+            srv->probing = false;
+            if (r.kind == REPLY_MN) {
+                srv->meta = META_YES;
+            } else if (r.kind == REPLY_ERROR) {
+                srv->meta = META_NO;
+            } else {
+                errno = 0;
+                io_fail(m, srv, MST_EPROTO, false, "unexpected reply to mn");
+                return;
+            }
+            continue;
+        }
         int h = call->handler(call, srv, idx, &r);
         if (h < 0) {
             errno = 0;
@@ -300,7 +415,7 @@ static void parse_replies(struct io_call *call, struct mst_server *srv, size_t i
             srv->pending--;
         }
     }
-    if (srv->pending == 0 && srv->rbuf.off < srv->rbuf.len) {
+    if (srv->pending == 0 && !srv->probing && srv->owed == 0 && srv->rbuf.off < srv->rbuf.len) {
         /* Bytes nobody asked for: the stream cannot be trusted any more. */
         errno = 0;
         io_fail(m, srv, MST_EPROTO, false, "unexpected data after the reply");
@@ -321,7 +436,7 @@ static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
         if (n > 0) {
             srv->rbuf.len += (size_t)n;
             parse_replies(call, srv, idx);
-            if (!srv->active || srv->pending == 0 || (size_t)n < READ_CHUNK) {
+            if (!srv->active || (srv->pending == 0 && !srv->probing) || (size_t)n < READ_CHUNK) {
                 return;
             }
             continue;
@@ -365,6 +480,13 @@ void io_run(struct io_call *call)
             return;
         }
     }
+    /* Sockets are nearly always writable: write first, poll after. */
+    for (size_t i = 0; i < ns; i++) {
+        struct mst_server *srv = m->servers[i];
+        if (srv->active && !srv->connecting && srv->wbuf.off < srv->wbuf.len) {
+            do_write(m, srv);
+        }
+    }
     uint64_t deadline = mst_now_ms() + m->io_timeout_ms;
     for (;;) {
         size_t n = 0;
@@ -375,7 +497,8 @@ void io_run(struct io_call *call)
             if (!srv->active) {
                 continue;
             }
-            if (!srv->connecting && srv->wbuf.off == srv->wbuf.len && srv->pending == 0) {
+            if (!srv->connecting && srv->wbuf.off == srv->wbuf.len && srv->pending == 0 &&
+                !srv->probing) {
                 srv->active = false;
                 health_success(m, srv);
                 continue;
@@ -400,7 +523,9 @@ void io_run(struct io_call *call)
                 if (srv->wbuf.off < srv->wbuf.len) {
                     ev |= POLLOUT;
                 }
-                if (srv->pending > 0) {
+                /* Replies owed to quiet requests are read (and skipped) as they
+                 * come, so that a long quiet stream cannot fill both ways. */
+                if (srv->pending > 0 || srv->probing || srv->owed > 0) {
                     ev |= POLLIN;
                 }
             }
@@ -440,7 +565,8 @@ void io_run(struct io_call *call)
                 (re & (POLLOUT | POLLERR | POLLHUP))) {
                 do_write(m, srv);
             }
-            if (srv->active && srv->pending > 0 && (re & (POLLIN | POLLERR | POLLHUP))) {
+            if (srv->active && (srv->pending > 0 || srv->probing || srv->owed > 0) &&
+                (re & (POLLIN | POLLERR | POLLHUP))) {
                 do_read(call, srv, pidx[k]);
             }
         }

@@ -1,7 +1,12 @@
 /*
- * ops.c - libmemstash operations over the text protocol: each call composes
- * its request lines into the servers' write buffers, runs the I/O engine,
- * and turns the replies into a status and an outcome.
+ * ops.c - libmemstash operations: each call describes its request once
+ * (struct wire_req), has it composed in the protocol each server speaks
+ * (wire.c: meta, text or binary), runs the I/O engine, and turns the
+ * replies into a status and an outcome. One handler per operation reads
+ * the replies of all three protocols (reply.h normalises them).
+ *
+ * The stampede-safe lease calls (mst_lease_*) live here too: they are
+ * meta-only variants of get and set.
  */
 #include "client_int.h"
 
@@ -10,23 +15,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "numparse.h"
+
 /* What a call collects from its replies. */
 struct op_result {
+    enum wire_op op;
+    enum wire_proto wire; /* the protocol the request went out in */
     enum mst_outcome outcome;
     struct mst_value *val;
     bool got_value;
-    bool with_cas;
+    bool want_cas;
     uint64_t number;
+    uint64_t mflags; /* meta return flags of the reply (leases) */
     char *text;
     size_t text_cap;
     mst_stat_cb stat_cb;
     mst_item_cb item_cb;
     void *cb_arg;
     bool stop;
+    /* Multi-get: the call's keys, for meta replies that name them by index. */
+    const char *const *keys;
+    const size_t *key_lens;
+    size_t nkeys;
 };
 
-/* Maps an error reply to a status for srv (the response is complete). */
-static int error_reply(struct mst *m, struct mst_server *srv, const struct reply *r)
+int reply_error_status(struct mst *m, struct mst_server *srv, const struct reply *r)
 {
     int st;
     if (r->kind == REPLY_ERROR) {
@@ -47,105 +60,180 @@ static int error_reply(struct mst *m, struct mst_server *srv, const struct reply
     return 1;
 }
 
-static bool is_error_reply(const struct reply *r)
+bool reply_is_error(const struct reply *r)
 {
     return r->kind == REPLY_ERROR || r->kind == REPLY_CLIENT_ERROR || r->kind == REPLY_SERVER_ERROR;
+}
+
+static int other_reply(struct io_call *c, struct mst_server *srv, const struct reply *r)
+{
+    return reply_is_error(r) ? reply_error_status(c->m, srv, r) : MST_EPROTO;
 }
 
 static int h_storage(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
+    enum wire_op op = res->op;
     switch (r->kind) {
     case REPLY_STORED:
+    case REPLY_META_HD:
         res->outcome = MST_STORED;
         return 1;
     case REPLY_NOT_STORED:
+    case REPLY_META_NS:
         res->outcome = MST_NOT_STORED;
         return 1;
     case REPLY_EXISTS:
-        res->outcome = MST_EXISTS;
+    case REPLY_META_EX:
+        /* Binary ADD answers "exists" where text says NOT_STORED. */
+        res->outcome = op == WOP_ADD ? MST_NOT_STORED : MST_EXISTS;
         return 1;
     case REPLY_NOT_FOUND:
-        res->outcome = MST_NOT_FOUND;
+    case REPLY_META_NF:
+        /* Binary REPLACE answers "not found" where text says NOT_STORED. */
+        res->outcome = (op == WOP_REPLACE || op == WOP_APPEND || op == WOP_PREPEND) ? MST_NOT_STORED
+                                                                                    : MST_NOT_FOUND;
         return 1;
     default:
-        return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
+        return other_reply(c, srv, r);
     }
+}
+
+static int keep_value(struct op_result *res, const struct reply *r)
+{
+    if (res->got_value) {
+        return MST_EPROTO;
+    }
+    char *p = malloc(r->data.len + 1);
+    if (!p) {
+        return MST_ENOMEM;
+    }
+    if (r->data.len) {
+        memcpy(p, r->data.p, r->data.len);
+    }
+    p[r->data.len] = '\0';
+    res->val->data = p;
+    res->val->len = r->data.len;
+    res->val->flags = r->flags;
+    res->val->cas = res->want_cas ? r->cas : 0;
+    res->got_value = true;
+    res->mflags = r->mflags;
+    return MST_OK;
 }
 
 static int h_get(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
-    if (r->kind == REPLY_VALUE) {
-        if (res->got_value) {
-            return MST_EPROTO;
+    int rc;
+    switch (r->kind) {
+    case REPLY_VALUE:
+        rc = keep_value(res, r);
+        if (rc != MST_OK) {
+            return rc;
         }
-        char *p = malloc(r->data.len + 1);
-        if (!p) {
-            return MST_ENOMEM;
+        if (!r->binary) {
+            return 0; /* text: END follows */
         }
-        memcpy(p, r->data.p, r->data.len);
-        p[r->data.len] = '\0';
-        res->val->data = p;
-        res->val->len = r->data.len;
-        res->val->flags = r->flags;
-        res->val->cas = r->cas;
-        res->got_value = true;
-        return 0;
-    }
-    if (r->kind == REPLY_END) {
+        res->outcome = MST_HIT;
+        return 1;
+    case REPLY_META_VA:
+        rc = keep_value(res, r);
+        if (rc != MST_OK) {
+            return rc;
+        }
+        res->outcome = MST_HIT;
+        return 1;
+    case REPLY_END:
         res->outcome = res->got_value ? MST_HIT : MST_MISS;
         return 1;
+    case REPLY_META_EN:
+        res->outcome = MST_MISS;
+        return 1;
+    case REPLY_NOT_FOUND:
+        if (r->binary) {
+            res->outcome = MST_MISS;
+            return 1;
+        }
+        return MST_EPROTO;
+    default:
+        return other_reply(c, srv, r);
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
 }
 
 static int h_delete(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
-    if (r->kind == REPLY_DELETED) {
+    switch (r->kind) {
+    case REPLY_DELETED:
+    case REPLY_META_HD:
         res->outcome = MST_DELETED;
         return 1;
-    }
-    if (r->kind == REPLY_NOT_FOUND) {
+    case REPLY_NOT_FOUND:
+    case REPLY_META_NF:
         res->outcome = MST_NOT_FOUND;
         return 1;
+    case REPLY_EXISTS:
+    case REPLY_META_EX:
+        res->outcome = MST_EXISTS;
+        return 1;
+    default:
+        return other_reply(c, srv, r);
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
 }
 
 static int h_arith(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
-    if (r->kind == REPLY_NUMBER) {
+    switch (r->kind) {
+    case REPLY_NUMBER:
         res->number = r->number;
         res->outcome = MST_STORED;
         return 1;
-    }
-    if (r->kind == REPLY_NOT_FOUND) {
+    case REPLY_META_VA:
+        if (r->data.len == 0 || !num_parse_u64(r->data.p, r->data.len, &res->number)) {
+            return MST_EPROTO;
+        }
+        res->outcome = MST_STORED;
+        return 1;
+    case REPLY_META_HD:
+        res->outcome = MST_STORED;
+        return 1;
+    case REPLY_NOT_FOUND:
+    case REPLY_META_NF:
         res->outcome = MST_NOT_FOUND;
         return 1;
+    case REPLY_META_NS:
+        res->outcome = MST_NOT_STORED;
+        return 1;
+    case REPLY_EXISTS:
+    case REPLY_META_EX:
+        res->outcome = MST_EXISTS;
+        return 1;
+    default:
+        return other_reply(c, srv, r);
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
 }
 
 static int h_touch(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
-    if (r->kind == REPLY_TOUCHED) {
+    switch (r->kind) {
+    case REPLY_TOUCHED:
+    case REPLY_META_HD:
         res->outcome = MST_TOUCHED;
         return 1;
-    }
-    if (r->kind == REPLY_NOT_FOUND) {
+    case REPLY_NOT_FOUND:
+    case REPLY_META_EN:
         res->outcome = MST_NOT_FOUND;
         return 1;
+    default:
+        return other_reply(c, srv, r);
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
 }
 
 static int h_ok(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
@@ -154,7 +242,7 @@ static int h_ok(struct io_call *c, struct mst_server *srv, size_t idx, const str
     if (r->kind == REPLY_OK) {
         return 1;
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
+    return other_reply(c, srv, r);
 }
 
 static int h_version(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
@@ -164,12 +252,14 @@ static int h_version(struct io_call *c, struct mst_server *srv, size_t idx, cons
     if (r->kind == REPLY_VERSION) {
         if (res->text && res->text_cap) {
             size_t n = r->text.len < res->text_cap - 1 ? r->text.len : res->text_cap - 1;
-            memcpy(res->text, r->text.p, n);
+            if (n) {
+                memcpy(res->text, r->text.p, n);
+            }
             res->text[n] = '\0';
         }
         return 1;
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
+    return other_reply(c, srv, r);
 }
 
 static int h_stats(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
@@ -185,61 +275,114 @@ static int h_stats(struct io_call *c, struct mst_server *srv, size_t idx, const 
     if (r->kind == REPLY_END) {
         return 1;
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
+    return other_reply(c, srv, r);
 }
 
+/*
+ * Multi-get replies: text VALUE ... END; meta VA (with k) ... MN; binary
+ * GETKQ hits ... NOOP. In the quiet batches of meta and binary an error
+ * answers one key only, so reading goes on to the end marker.
+ */
 static int h_multi(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
 {
     (void)idx;
     struct op_result *res = c->arg;
     struct mst *m = c->m;
-    if (r->kind == REPLY_VALUE) {
+    if (r->kind == REPLY_VALUE || r->kind == REPLY_META_VA) {
         const char *k = r->key.p;
         size_t nk = r->key.len;
-        if (m->nns && nk >= m->nns && memcmp(k, m->ns, m->nns) == 0) {
+        if (r->kind == REPLY_META_VA && reply_has_mflag(r, 'O')) {
+            /* O<index> into the call's keys. */
+            uint64_t i;
+            if (!num_parse_u64(r->opaque.p, r->opaque.len, &i) || i >= res->nkeys) {
+                return MST_EPROTO;
+            }
+            k = res->keys[i];
+            nk = res->key_lens[i];
+        } else if (r->kind == REPLY_META_VA && !reply_has_mflag(r, 'k')) {
+            return MST_EPROTO;
+        } else if (m->nns && nk >= m->nns && memcmp(k, m->ns, m->nns) == 0) {
             k += m->nns;
             nk -= m->nns;
         }
         if (res->item_cb && !res->stop) {
+            uint64_t cas = res->want_cas ? r->cas : 0;
             res->stop =
-                res->item_cb(res->cb_arg, k, nk, r->data.p, r->data.len, r->flags, r->cas) != 0;
+                res->item_cb(res->cb_arg, k, nk, r->data.p, r->data.len, r->flags, cas) != 0;
         }
         return 0;
     }
-    if (r->kind == REPLY_END) {
+    if (r->kind == REPLY_END && !r->binary) {
         return 1;
     }
-    return is_error_reply(r) ? error_reply(m, srv, r) : MST_EPROTO;
+    if (r->kind == REPLY_MN) {
+        return 1;
+    }
+    if (r->kind == REPLY_META_EN || (r->binary && r->kind == REPLY_NOT_FOUND)) {
+        return 0;
+    }
+    if (reply_is_error(r)) {
+        reply_error_status(m, srv, r);
+        return r->binary || res->wire == WIRE_META ? 0 : 1;
+    }
+    return MST_EPROTO;
 }
 
-/* Appends " noreply" when asked, then "\r\n". */
-static size_t end_line(char *buf, size_t len, size_t cap, bool noreply)
-{
-    int n = snprintf(buf + len, cap - len, "%s\r\n", noreply ? " noreply" : "");
-    return len + (size_t)n;
-}
+/* ---- Running requests -------------------------------------------------- */
 
 /*
- * Runs one request on server idx: line[0..nline) then, if data is not NULL,
- * data[0..ndata) and "\r\n". expect is the number of responses to read.
+ * Composes rq for srv (already begun) in the protocol it speaks, with the
+ * end marker after a quiet request in meta or binary (whose replies are
+ * then skipped by the next call), and sets srv->pending.
  */
-static int run_on(struct mst *m, size_t idx, const char *line, size_t nline, const void *data,
-                  size_t ndata, size_t expect, io_handler h, struct op_result *res)
+static int compose_on(struct mst *m, struct mst_server *srv, const struct wire_req *rq,
+                      struct op_result *res)
+{
+    enum wire_proto w = srv_wire(m, srv);
+    size_t expect = 0;
+    int rc = wire_compose(&srv->wbuf, w, rq, &expect);
+    if (rc == MST_OK && rq->quiet && expect == 0 && w != WIRE_TEXT) {
+        rc = wire_compose_end(&srv->wbuf, w);
+        if (rc == MST_OK) {
+            srv->owed++;
+        }
+    }
+    if (rc != MST_OK) {
+        io_close(srv);
+        srv->active = false;
+        srv->status = rc;
+        return mst_fail(m, rc, "%s: %s", srv->name,
+                        rc == MST_ETOOBIG ? "value too large for the protocol" : mst_strerror(rc));
+    }
+    if (res) {
+        res->wire = w;
+    }
+    srv->pending += expect;
+    return MST_OK;
+}
+
+static bool meta_only(enum wire_op op)
+{
+    return op == WOP_LEASE_GET || op == WOP_LEASE_SET || op == WOP_INVALIDATE;
+}
+
+/* Runs rq on server idx: begin (probing on a meta handle), compose, I/O. */
+static int run_on(struct mst *m, size_t idx, const struct wire_req *rq, io_handler h,
+                  struct op_result *res)
 {
     struct mst_server *srv = m->servers[idx];
-    int rc = io_begin(m, srv);
+    int rc = meta_only(rq->op) ? io_need_meta(m, srv) : io_begin_probe(m, srv);
+    if (rc != MST_OK) {
+        if (rc == MST_ENOTSUP) {
+            srv->active = false;
+        }
+        return rc;
+    }
+    rc = compose_on(m, srv, rq, res);
     if (rc != MST_OK) {
         return rc;
     }
-    if (buf_append(&srv->wbuf, line, nline) != MST_OK ||
-        (data && (buf_append(&srv->wbuf, data, ndata) != MST_OK ||
-                  buf_append(&srv->wbuf, "\r\n", 2) != MST_OK))) {
-        io_close(srv);
-        srv->active = false;
-        return mst_fail(m, MST_ENOMEM, "out of memory");
-    }
-    srv->pending = expect;
-    struct io_call call = {m, h, res};
+    struct io_call call = {m, h, res, false};
     io_run(&call);
     return srv->status;
 }
@@ -249,19 +392,15 @@ static int run_on(struct mst *m, size_t idx, const char *line, size_t nline, con
  * that marks it dead, the request is sent again where the key lives now
  * (failover), since nothing reached the dead server.
  */
-typedef size_t (*compose_fn)(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                             size_t cap);
-
-static int keyed(struct mst *m, const char *key, size_t nkey, compose_fn compose, void *ctx,
-                 const void *data, size_t ndata, bool noreply, io_handler h, struct op_result *res)
+static int keyed(struct mst *m, struct wire_req *rq, io_handler h, struct op_result *res)
 {
-    char line[640];
-    size_t nline = compose(m, key, nkey, ctx, line, sizeof(line));
-    nline = end_line(line, nline, sizeof(line), noreply);
+    rq->ns = m->ns;
+    rq->nns = m->nns;
+    res->op = rq->op;
     int rc = MST_OK;
     for (size_t attempt = 0; attempt <= m->nservers; attempt++) {
         size_t idx;
-        int route = route_key(m, key, nkey, &idx);
+        int route = route_key(m, rq->key, rq->nkey, &idx);
         if (route != MST_OK) {
             /* After a failed attempt, report that failure rather than "no server". */
             if (attempt > 0) {
@@ -270,7 +409,7 @@ static int keyed(struct mst *m, const char *key, size_t nkey, compose_fn compose
             }
             return route;
         }
-        rc = run_on(m, idx, line, nline, data, ndata, noreply ? 0 : 1, h, res);
+        rc = run_on(m, idx, rq, h, res);
         struct mst_server *srv = m->servers[idx];
         if (rc == MST_OK || !srv->conn_error || !m->failover || srv->dead_until == 0 ||
             m->distribution == MST_DIST_MODULA) {
@@ -295,32 +434,8 @@ static int check_args(struct mst *m, const char *key, size_t nkey)
 
 /* ---- Storage ---------------------------------------------------------- */
 
-struct store_ctx {
-    const char *cmd;
-    uint32_t flags;
-    int32_t exptime;
-    size_t len;
-    uint64_t cas;
-    bool with_cas;
-};
-
-static size_t compose_store(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                            size_t cap)
-{
-    struct store_ctx *s = ctx;
-    int n;
-    if (s->with_cas) {
-        n = snprintf(buf, cap, "%s %.*s%.*s %u %d %zu %llu", s->cmd, (int)m->nns, m->ns, (int)nkey,
-                     key, s->flags, (int)s->exptime, s->len, (unsigned long long)s->cas);
-    } else {
-        n = snprintf(buf, cap, "%s %.*s%.*s %u %d %zu", s->cmd, (int)m->nns, m->ns, (int)nkey, key,
-                     s->flags, (int)s->exptime, s->len);
-    }
-    return (size_t)n;
-}
-
-static int store(struct mst *m, const char *cmd, const char *key, size_t nkey, const void *data,
-                 size_t len, uint32_t flags, int32_t exptime, bool with_cas, uint64_t cas,
+static int store(struct mst *m, enum wire_op op, const char *key, size_t nkey, const void *data,
+                 size_t len, uint32_t flags, int32_t exptime, uint64_t cas, bool noreply,
                  enum mst_outcome *outcome)
 {
     if (outcome) {
@@ -333,9 +448,19 @@ static int store(struct mst *m, const char *cmd, const char *key, size_t nkey, c
     if (!data && len) {
         return MST_EINVAL;
     }
-    struct store_ctx s = {cmd, flags, exptime, len, cas, with_cas};
+    struct wire_req rq = {
+        .op = op,
+        .key = key,
+        .nkey = nkey,
+        .data = data ? data : "",
+        .len = len,
+        .flags = flags,
+        .exptime = exptime,
+        .cas = cas,
+        .quiet = noreply,
+    };
     struct op_result res = {0};
-    rc = keyed(m, key, nkey, compose_store, &s, data ? data : "", len, m->noreply, h_storage, &res);
+    rc = keyed(m, &rq, h_storage, &res);
     if (rc == MST_OK && outcome) {
         *outcome = res.outcome;
     }
@@ -345,49 +470,48 @@ static int store(struct mst *m, const char *cmd, const char *key, size_t nkey, c
 MST_API int mst_set(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                     uint32_t flags, int32_t exptime, enum mst_outcome *outcome)
 {
-    return store(m, "set", key, nkey, data, len, flags, exptime, false, 0, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_SET, key, nkey, data, len, flags, exptime, 0, nr, outcome);
 }
 
 MST_API int mst_add(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                     uint32_t flags, int32_t exptime, enum mst_outcome *outcome)
 {
-    return store(m, "add", key, nkey, data, len, flags, exptime, false, 0, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_ADD, key, nkey, data, len, flags, exptime, 0, nr, outcome);
 }
 
 MST_API int mst_replace(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                         uint32_t flags, int32_t exptime, enum mst_outcome *outcome)
 {
-    return store(m, "replace", key, nkey, data, len, flags, exptime, false, 0, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_REPLACE, key, nkey, data, len, flags, exptime, 0, nr, outcome);
 }
 
 MST_API int mst_append(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                        enum mst_outcome *outcome)
 {
-    return store(m, "append", key, nkey, data, len, 0, 0, false, 0, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_APPEND, key, nkey, data, len, 0, 0, 0, nr, outcome);
 }
 
 MST_API int mst_prepend(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                         enum mst_outcome *outcome)
 {
-    return store(m, "prepend", key, nkey, data, len, 0, 0, false, 0, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_PREPEND, key, nkey, data, len, 0, 0, 0, nr, outcome);
 }
 
 MST_API int mst_cas(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
                     uint32_t flags, int32_t exptime, uint64_t cas, enum mst_outcome *outcome)
 {
-    return store(m, "cas", key, nkey, data, len, flags, exptime, true, cas, outcome);
+    bool nr = m && m->noreply;
+    return store(m, WOP_CAS, key, nkey, data, len, flags, exptime, cas, nr, outcome);
 }
 
 /* ---- Reads ------------------------------------------------------------ */
 
-static size_t compose_get(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                          size_t cap)
-{
-    const char *cmd = ctx;
-    return (size_t)snprintf(buf, cap, "%s %.*s%.*s", cmd, (int)m->nns, m->ns, (int)nkey, key);
-}
-
-static int get_one(struct mst *m, const char *cmd, const char *key, size_t nkey,
+static int get_one(struct mst *m, enum wire_op op, const char *key, size_t nkey, int32_t exptime,
                    struct mst_value *val, enum mst_outcome *outcome)
 {
     if (outcome) {
@@ -401,9 +525,11 @@ static int get_one(struct mst *m, const char *cmd, const char *key, size_t nkey,
     if (rc != MST_OK) {
         return rc;
     }
+    struct wire_req rq = {.op = op, .key = key, .nkey = nkey, .exptime = exptime};
     struct op_result res = {0};
     res.val = val;
-    rc = keyed(m, key, nkey, compose_get, (void *)cmd, NULL, 0, false, h_get, &res);
+    res.want_cas = op == WOP_GETS;
+    rc = keyed(m, &rq, h_get, &res);
     if (rc != MST_OK) {
         mst_value_clear(val);
         return rc;
@@ -417,48 +543,19 @@ static int get_one(struct mst *m, const char *cmd, const char *key, size_t nkey,
 MST_API int mst_get(struct mst *m, const char *key, size_t nkey, struct mst_value *val,
                     enum mst_outcome *outcome)
 {
-    return get_one(m, "get", key, nkey, val, outcome);
+    return get_one(m, WOP_GET, key, nkey, 0, val, outcome);
 }
 
 MST_API int mst_gets(struct mst *m, const char *key, size_t nkey, struct mst_value *val,
                      enum mst_outcome *outcome)
 {
-    return get_one(m, "gets", key, nkey, val, outcome);
-}
-
-static size_t compose_gat(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                          size_t cap)
-{
-    int32_t exptime = *(int32_t *)ctx;
-    return (size_t)snprintf(buf, cap, "gat %d %.*s%.*s", (int)exptime, (int)m->nns, m->ns,
-                            (int)nkey, key);
+    return get_one(m, WOP_GETS, key, nkey, 0, val, outcome);
 }
 
 MST_API int mst_gat(struct mst *m, const char *key, size_t nkey, int32_t exptime,
                     struct mst_value *val, enum mst_outcome *outcome)
 {
-    if (outcome) {
-        *outcome = MST_NONE;
-    }
-    if (!val) {
-        return MST_EINVAL;
-    }
-    memset(val, 0, sizeof(*val));
-    int rc = check_args(m, key, nkey);
-    if (rc != MST_OK) {
-        return rc;
-    }
-    struct op_result res = {0};
-    res.val = val;
-    rc = keyed(m, key, nkey, compose_gat, &exptime, NULL, 0, false, h_get, &res);
-    if (rc != MST_OK) {
-        mst_value_clear(val);
-        return rc;
-    }
-    if (outcome) {
-        *outcome = res.outcome;
-    }
-    return MST_OK;
+    return get_one(m, WOP_GAT, key, nkey, exptime, val, outcome);
 }
 
 MST_API void mst_value_clear(struct mst_value *val)
@@ -470,8 +567,33 @@ MST_API void mst_value_clear(struct mst_value *val)
     memset(val, 0, sizeof(*val));
 }
 
-/* Per-server state of one mst_get_multi() round. */
+/* Per-server state of one multi-key round. */
 enum { MS_IDLE = 0, MS_ACTIVE, MS_FAILED };
+
+/*
+ * Starts srv's part of a multi-key round: begin (with the meta probe) and,
+ * for a text multi-get, the start of the line.
+ */
+static int multi_begin(struct mst *m, struct mst_server *srv, const char *text_cmd)
+{
+    if (io_begin_probe(m, srv) != MST_OK) {
+        return MS_FAILED;
+    }
+    if (text_cmd && srv_wire(m, srv) == WIRE_TEXT &&
+        buf_append(&srv->wbuf, text_cmd, strlen(text_cmd)) != MST_OK) {
+        return -1;
+    }
+    return MS_ACTIVE;
+}
+
+/* Ends srv's part of a multi-get round: "\r\n" for text, the end marker otherwise. */
+static int multi_end_get(struct mst *m, struct mst_server *srv)
+{
+    enum wire_proto w = srv_wire(m, srv);
+    int rc = w == WIRE_TEXT ? buf_append(&srv->wbuf, "\r\n", 2) : wire_compose_end(&srv->wbuf, w);
+    srv->pending = 1;
+    return rc;
+}
 
 MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *nkeys, size_t n,
                           bool with_cas, mst_item_cb cb, void *arg)
@@ -493,11 +615,17 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
         return rc;
     }
     size_t ns = m->nservers;
-    long *where = malloc(n * sizeof(*where));
-    unsigned char *state = malloc(ns);
+    long small_where[128];
+    unsigned char small_state[64];
+    long *where = n <= 128 ? small_where : malloc(n * sizeof(*where));
+    unsigned char *state = ns <= 64 ? small_state : malloc(ns);
     if (!where || !state) {
-        free(where);
-        free(state);
+        if (where != small_where) {
+            free(where);
+        }
+        if (state != small_state) {
+            free(state);
+        }
         return MST_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -506,14 +634,26 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
     struct op_result res = {0};
     res.item_cb = cb;
     res.cb_arg = arg;
+    res.want_cas = with_cas;
+    res.keys = keys;
+    res.key_lens = nkeys;
+    res.nkeys = n;
     const char *cmd = with_cas ? "gets" : "get";
+    struct wire_req rq = {
+        .op = with_cas ? WOP_GETS : WOP_GET,
+        .ns = m->ns,
+        .nns = m->nns,
+        .multi = true,
+        .quiet = true,
+        .by_opaque = n <= UINT32_MAX,
+    };
     int first_failure = MST_OK;
     int moved_status = MST_ENOSERVERS;
     bool any_ok = false, any_failed = false;
     for (int round = 0; round < 3; round++) {
         memset(state, MS_IDLE, ns);
         bool sent = false;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && rc == MST_OK; i++) {
             if (where[i] != -2) {
                 continue;
             }
@@ -533,34 +673,33 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
             struct mst_server *srv = m->servers[idx];
             where[i] = (long)idx;
             if (state[idx] == MS_IDLE) {
-                if (io_begin(m, srv) != MST_OK) {
-                    state[idx] = MS_FAILED;
-                    continue;
-                }
-                state[idx] = MS_ACTIVE;
-                srv->pending = 1;
-                if (buf_append(&srv->wbuf, cmd, strlen(cmd)) != MST_OK) {
+                int st = multi_begin(m, srv, cmd);
+                if (st < 0) {
                     rc = MST_ENOMEM;
+                    state[idx] = MS_ACTIVE;
+                    break;
                 }
+                state[idx] = (unsigned char)st;
             }
             if (state[idx] != MS_ACTIVE) {
                 continue;
             }
-            if (buf_append(&srv->wbuf, " ", 1) != MST_OK ||
-                buf_append(&srv->wbuf, m->ns, m->nns) != MST_OK ||
-                buf_append(&srv->wbuf, keys[i], nkeys[i]) != MST_OK) {
+            rq.key = keys[i];
+            rq.nkey = nkeys[i];
+            rq.opaque = (uint32_t)i;
+            if (wire_compose(&srv->wbuf, srv_wire(m, srv), &rq, NULL) != MST_OK) {
                 rc = MST_ENOMEM;
             }
         }
-        for (size_t s = 0; s < ns; s++) {
+        for (size_t s = 0; s < ns && rc == MST_OK; s++) {
             if (state[s] == MS_ACTIVE) {
-                if (buf_append(&m->servers[s]->wbuf, "\r\n", 2) != MST_OK) {
+                if (multi_end_get(m, m->servers[s]) != MST_OK) {
                     rc = MST_ENOMEM;
                 }
                 sent = true;
             }
         }
-        if (rc == MST_ENOMEM) {
+        if (rc != MST_OK) {
             for (size_t s = 0; s < ns; s++) {
                 if (state[s] == MS_ACTIVE) {
                     io_close(m->servers[s]);
@@ -570,7 +709,7 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
             break;
         }
         if (sent) {
-            struct io_call call = {m, h_multi, &res};
+            struct io_call call = {m, h_multi, &res, false};
             io_run(&call);
         }
         /* Keys of servers that failed before anything was sent and are now
@@ -617,8 +756,12 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
             break;
         }
     }
-    free(where);
-    free(state);
+    if (where != small_where) {
+        free(where);
+    }
+    if (state != small_state) {
+        free(state);
+    }
     if (rc == MST_ENOMEM) {
         return mst_fail(m, MST_ENOMEM, "out of memory");
     }
@@ -630,13 +773,6 @@ MST_API int mst_get_multi(struct mst *m, const char *const *keys, const size_t *
 
 /* ---- Delete, arithmetic, touch ---------------------------------------- */
 
-static size_t compose_delete(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                             size_t cap)
-{
-    (void)ctx;
-    return (size_t)snprintf(buf, cap, "delete %.*s%.*s", (int)m->nns, m->ns, (int)nkey, key);
-}
-
 MST_API int mst_delete(struct mst *m, const char *key, size_t nkey, enum mst_outcome *outcome)
 {
     if (outcome) {
@@ -646,8 +782,9 @@ MST_API int mst_delete(struct mst *m, const char *key, size_t nkey, enum mst_out
     if (rc != MST_OK) {
         return rc;
     }
+    struct wire_req rq = {.op = WOP_DELETE, .key = key, .nkey = nkey, .quiet = m->noreply};
     struct op_result res = {0};
-    rc = keyed(m, key, nkey, compose_delete, NULL, NULL, 0, m->noreply, h_delete, &res);
+    rc = keyed(m, &rq, h_delete, &res);
     if (rc == MST_OK && outcome) {
         *outcome = res.outcome;
     }
@@ -659,14 +796,17 @@ static int h_delete_count(struct io_call *c, struct mst_server *srv, size_t idx,
 {
     (void)idx;
     struct op_result *res = c->arg;
-    if (r->kind == REPLY_DELETED) {
+    switch (r->kind) {
+    case REPLY_DELETED:
+    case REPLY_META_HD:
         res->number++;
         return 1;
-    }
-    if (r->kind == REPLY_NOT_FOUND) {
+    case REPLY_NOT_FOUND:
+    case REPLY_META_NF:
         return 1;
+    default:
+        return other_reply(c, srv, r);
     }
-    return is_error_reply(r) ? error_reply(c->m, srv, r) : MST_EPROTO;
 }
 
 MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_t *nkeys, size_t n,
@@ -697,6 +837,7 @@ MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_
         return MST_ENOMEM;
     }
     bool noreply = m->noreply;
+    struct wire_req rq = {.op = WOP_DELETE, .ns = m->ns, .nns = m->nns, .quiet = noreply};
     int first_failure = MST_OK;
     bool unrouted = false;
     for (size_t i = 0; i < n && rc == MST_OK; i++) {
@@ -708,22 +849,34 @@ MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_
         }
         struct mst_server *srv = m->servers[idx];
         if (state[idx] == MS_IDLE) {
-            state[idx] = io_begin(m, srv) == MST_OK ? MS_ACTIVE : MS_FAILED;
+            state[idx] = (unsigned char)multi_begin(m, srv, NULL);
         }
         if (state[idx] != MS_ACTIVE) {
             continue;
         }
-        if (buf_append(&srv->wbuf, "delete ", 7) != MST_OK ||
-            buf_append(&srv->wbuf, m->ns, m->nns) != MST_OK ||
-            buf_append(&srv->wbuf, keys[i], nkeys[i]) != MST_OK ||
-            buf_append(&srv->wbuf, noreply ? " noreply\r\n" : "\r\n", noreply ? 10 : 2) != MST_OK) {
+        rq.key = keys[i];
+        rq.nkey = nkeys[i];
+        size_t expect;
+        if (wire_compose(&srv->wbuf, srv_wire(m, srv), &rq, &expect) != MST_OK) {
             rc = MST_ENOMEM;
         }
-        srv->pending += noreply ? 0 : 1;
+        srv->pending += expect;
+    }
+    /* Quiet batches end with their marker, skipped by the next call. */
+    for (size_t s = 0; s < ns && rc == MST_OK && noreply; s++) {
+        struct mst_server *srv = m->servers[s];
+        enum wire_proto w = srv_wire(m, srv);
+        if (state[s] == MS_ACTIVE && w != WIRE_TEXT) {
+            if (wire_compose_end(&srv->wbuf, w) != MST_OK) {
+                rc = MST_ENOMEM;
+            } else {
+                srv->owed++;
+            }
+        }
     }
     struct op_result res = {0};
     if (rc == MST_OK) {
-        struct io_call call = {m, h_delete_count, &res};
+        struct io_call call = {m, h_delete_count, &res, false};
         io_run(&call);
     }
     bool any_ok = false, any_failed = unrouted;
@@ -755,20 +908,7 @@ MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_
     return any_ok ? MST_ESOME : first_failure;
 }
 
-struct arith_ctx {
-    const char *cmd;
-    uint64_t delta;
-};
-
-static size_t compose_arith(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                            size_t cap)
-{
-    struct arith_ctx *a = ctx;
-    return (size_t)snprintf(buf, cap, "%s %.*s%.*s %llu", a->cmd, (int)m->nns, m->ns, (int)nkey,
-                            key, (unsigned long long)a->delta);
-}
-
-static int arith(struct mst *m, const char *cmd, const char *key, size_t nkey, uint64_t delta,
+static int arith(struct mst *m, enum wire_op op, const char *key, size_t nkey, uint64_t delta,
                  const uint64_t *initial, int32_t exptime, uint64_t *value,
                  enum mst_outcome *outcome)
 {
@@ -779,16 +919,26 @@ static int arith(struct mst *m, const char *cmd, const char *key, size_t nkey, u
     if (rc != MST_OK) {
         return rc;
     }
-    struct arith_ctx a = {cmd, delta};
     /* With an initial value the reply is needed to know whether to create the item. */
     bool noreply = m->noreply && !initial;
+    struct wire_req rq = {
+        .op = op,
+        .key = key,
+        .nkey = nkey,
+        .delta = delta,
+        .initial = initial ? *initial : 0,
+        .has_initial = initial != NULL,
+        .exptime = exptime,
+        .quiet = noreply,
+    };
     for (int attempt = 0; attempt < 2; attempt++) {
         struct op_result res = {0};
-        rc = keyed(m, key, nkey, compose_arith, &a, NULL, 0, noreply, h_arith, &res);
+        rc = keyed(m, &rq, h_arith, &res);
         if (rc != MST_OK) {
             return rc;
         }
-        if (res.outcome != MST_NOT_FOUND || !initial) {
+        /* Meta (N/J) and binary create the item in the same request; text needs an add. */
+        if (res.outcome != MST_NOT_FOUND || !initial || res.wire != WIRE_TEXT) {
             if (value && res.outcome == MST_STORED) {
                 *value = res.number;
             }
@@ -798,12 +948,9 @@ static int arith(struct mst *m, const char *cmd, const char *key, size_t nkey, u
             return MST_OK;
         }
         char num[24];
-        int nn = snprintf(num, sizeof(num), "%llu", (unsigned long long)*initial);
+        size_t nn = num_format_u64(num, *initial);
         enum mst_outcome st;
-        bool saved = m->noreply;
-        m->noreply = false;
-        rc = store(m, "add", key, nkey, num, (size_t)nn, 0, exptime, false, 0, &st);
-        m->noreply = saved;
+        rc = store(m, WOP_ADD, key, nkey, num, nn, 0, exptime, 0, false, &st);
         if (rc != MST_OK) {
             return rc;
         }
@@ -828,22 +975,14 @@ MST_API int mst_incr(struct mst *m, const char *key, size_t nkey, uint64_t delta
                      const uint64_t *initial, int32_t exptime, uint64_t *value,
                      enum mst_outcome *outcome)
 {
-    return arith(m, "incr", key, nkey, delta, initial, exptime, value, outcome);
+    return arith(m, WOP_INCR, key, nkey, delta, initial, exptime, value, outcome);
 }
 
 MST_API int mst_decr(struct mst *m, const char *key, size_t nkey, uint64_t delta,
                      const uint64_t *initial, int32_t exptime, uint64_t *value,
                      enum mst_outcome *outcome)
 {
-    return arith(m, "decr", key, nkey, delta, initial, exptime, value, outcome);
-}
-
-static size_t compose_touch(struct mst *m, const char *key, size_t nkey, void *ctx, char *buf,
-                            size_t cap)
-{
-    int32_t exptime = *(int32_t *)ctx;
-    return (size_t)snprintf(buf, cap, "touch %.*s%.*s %d", (int)m->nns, m->ns, (int)nkey, key,
-                            (int)exptime);
+    return arith(m, WOP_DECR, key, nkey, delta, initial, exptime, value, outcome);
 }
 
 MST_API int mst_touch(struct mst *m, const char *key, size_t nkey, int32_t exptime,
@@ -856,8 +995,151 @@ MST_API int mst_touch(struct mst *m, const char *key, size_t nkey, int32_t expti
     if (rc != MST_OK) {
         return rc;
     }
+    struct wire_req rq = {
+        .op = WOP_TOUCH, .key = key, .nkey = nkey, .exptime = exptime, .quiet = m->noreply};
     struct op_result res = {0};
-    rc = keyed(m, key, nkey, compose_touch, &exptime, NULL, 0, m->noreply, h_touch, &res);
+    rc = keyed(m, &rq, h_touch, &res);
+    if (rc == MST_OK && outcome) {
+        *outcome = res.outcome;
+    }
+    return rc;
+}
+
+/* ---- Leases (meta only) ------------------------------------------------ */
+
+MST_API const char *mst_lease_name(enum mst_lease state)
+{
+    switch (state) {
+    case MST_LEASE_HIT:
+        return "hit";
+    case MST_LEASE_STALE:
+        return "stale";
+    case MST_LEASE_WON:
+        return "won";
+    case MST_LEASE_WAIT:
+        return "wait";
+    default:
+        return "unknown";
+    }
+}
+
+/* Keeps val->cas (the lease token) but drops the value. */
+static void drop_value(struct mst_value *val)
+{
+    uint64_t cas = val->cas;
+    mst_value_clear(val);
+    val->cas = cas;
+}
+
+MST_API int mst_lease_get(struct mst *m, const char *key, size_t nkey, uint32_t lease_ttl,
+                          uint32_t recache_below, struct mst_value *val, enum mst_lease *state)
+{
+    if (state) {
+        *state = MST_LEASE_WAIT;
+    }
+    if (!val || !state) {
+        return MST_EINVAL;
+    }
+    memset(val, 0, sizeof(*val));
+    int rc = check_args(m, key, nkey);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    if (lease_ttl == 0 || lease_ttl > INT32_MAX || recache_below > INT32_MAX) {
+        return mst_fail(m, MST_EINVAL, "lease_ttl must be 1..2^31-1 seconds");
+    }
+    struct wire_req rq = {
+        .op = WOP_LEASE_GET,
+        .key = key,
+        .nkey = nkey,
+        .lease_ttl = lease_ttl,
+        .recache_below = recache_below,
+    };
+    struct op_result res = {0};
+    res.val = val;
+    res.want_cas = true;
+    rc = keyed(m, &rq, h_get, &res);
+    if (rc != MST_OK) {
+        mst_value_clear(val);
+        return rc;
+    }
+    if (res.outcome != MST_HIT) {
+        /* N always creates the item on a miss; a miss here means it just went away. */
+        *state = MST_LEASE_WAIT;
+        return MST_OK;
+    }
+    struct reply probe = {.mflags = res.mflags};
+    bool win = reply_has_mflag(&probe, 'W');
+    bool stale = reply_has_mflag(&probe, 'X');
+    bool taken = reply_has_mflag(&probe, 'Z');
+    /* The item N created holds 0 bytes and flags 0 until the winner stores. */
+    bool placeholder = val->len == 0 && val->flags == 0;
+    if (win) {
+        *state = MST_LEASE_WON;
+        if (!stale && placeholder) {
+            drop_value(val);
+        }
+    } else if (stale) {
+        *state = MST_LEASE_STALE;
+    } else if (taken && placeholder) {
+        *state = MST_LEASE_WAIT;
+        drop_value(val);
+    } else {
+        *state = MST_LEASE_HIT;
+    }
+    return MST_OK;
+}
+
+MST_API int mst_lease_set(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
+                          uint32_t flags, int32_t exptime, uint64_t lease_cas,
+                          enum mst_outcome *outcome)
+{
+    if (outcome) {
+        *outcome = MST_NONE;
+    }
+    int rc = check_args(m, key, nkey);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    if (!data && len) {
+        return MST_EINVAL;
+    }
+    struct wire_req rq = {
+        .op = WOP_LEASE_SET,
+        .key = key,
+        .nkey = nkey,
+        .data = data ? data : "",
+        .len = len,
+        .flags = flags,
+        .exptime = exptime,
+        .cas = lease_cas,
+    };
+    struct op_result res = {0};
+    rc = keyed(m, &rq, h_storage, &res);
+    if (rc == MST_OK && res.outcome == MST_NOT_FOUND) {
+        /* The placeholder expired (or was evicted): store unless someone else has. */
+        rq.op = WOP_ADD;
+        rc = keyed(m, &rq, h_storage, &res);
+    }
+    if (rc == MST_OK && outcome) {
+        *outcome = res.outcome;
+    }
+    return rc;
+}
+
+MST_API int mst_lease_invalidate(struct mst *m, const char *key, size_t nkey, int32_t stale_ttl,
+                                 enum mst_outcome *outcome)
+{
+    if (outcome) {
+        *outcome = MST_NONE;
+    }
+    int rc = check_args(m, key, nkey);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    struct wire_req rq = {.op = WOP_INVALIDATE, .key = key, .nkey = nkey, .exptime = stale_ttl};
+    struct op_result res = {0};
+    rc = keyed(m, &rq, h_delete, &res);
     if (rc == MST_OK && outcome) {
         *outcome = res.outcome;
     }
@@ -878,11 +1160,53 @@ static int check_server(struct mst *m, size_t i)
     return MST_OK;
 }
 
-static size_t compose_flush(char *buf, size_t cap, int32_t delay, bool noreply)
+/* Composes a whole-server request on srv (begun) and sets pending; quiet ones owe a marker. */
+static int compose_server(struct mst *m, struct mst_server *srv, int kind, int32_t delay,
+                          const char *group)
 {
-    size_t n = delay ? (size_t)snprintf(buf, cap, "flush_all %d", (int)delay)
-                     : (size_t)snprintf(buf, cap, "flush_all");
-    return end_line(buf, n, cap, noreply);
+    enum wire_proto w = srv_wire(m, srv);
+    int rc;
+    size_t expect = 1;
+    if (kind == 0) {
+        bool quiet = m->noreply;
+        rc = wire_compose_flush(&srv->wbuf, w, delay, quiet);
+        if (rc == MST_OK && quiet) {
+            expect = 0;
+            if (w == WIRE_BINARY) {
+                rc = wire_compose_end(&srv->wbuf, w);
+                srv->owed += rc == MST_OK;
+            }
+        }
+    } else if (kind == 1) {
+        rc = wire_compose_version(&srv->wbuf, w);
+    } else {
+        rc = wire_compose_stats(&srv->wbuf, w, group);
+    }
+    if (rc != MST_OK) {
+        io_close(srv);
+        srv->active = false;
+        srv->status = rc;
+        return mst_fail(m, rc, "%s: %s", srv->name, mst_strerror(rc));
+    }
+    srv->pending = expect;
+    return MST_OK;
+}
+
+static int run_server(struct mst *m, size_t i, int kind, int32_t delay, const char *group,
+                      io_handler h, struct op_result *res)
+{
+    struct mst_server *srv = m->servers[i];
+    int rc = io_begin_probe(m, srv);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    rc = compose_server(m, srv, kind, delay, group);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    struct io_call call = {m, h, res, false};
+    io_run(&call);
+    return srv->status;
 }
 
 MST_API int mst_flush_server(struct mst *m, size_t i, int32_t delay)
@@ -891,10 +1215,8 @@ MST_API int mst_flush_server(struct mst *m, size_t i, int32_t delay)
     if (rc != MST_OK) {
         return rc;
     }
-    char line[64];
-    size_t n = compose_flush(line, sizeof(line), delay, m->noreply);
     struct op_result res = {0};
-    return run_on(m, i, line, n, NULL, 0, m->noreply ? 0 : 1, h_ok, &res);
+    return run_server(m, i, 0, delay, NULL, h_ok, &res);
 }
 
 MST_API int mst_flush_all(struct mst *m, int32_t delay)
@@ -906,26 +1228,20 @@ MST_API int mst_flush_all(struct mst *m, int32_t delay)
     if (m->nservers == 0) {
         return mst_fail(m, MST_ENOSERVERS, "no servers configured");
     }
-    char line[64];
-    size_t n = compose_flush(line, sizeof(line), delay, m->noreply);
     bool any = false;
     for (size_t i = 0; i < m->nservers; i++) {
         struct mst_server *srv = m->servers[i];
-        if (io_begin(m, srv) != MST_OK) {
+        if (io_begin_probe(m, srv) != MST_OK) {
             continue;
         }
-        if (buf_append(&srv->wbuf, line, n) != MST_OK) {
-            io_close(srv);
-            srv->active = false;
-            srv->status = MST_ENOMEM;
+        if (compose_server(m, srv, 0, delay, NULL) != MST_OK) {
             continue;
         }
-        srv->pending = m->noreply ? 0 : 1;
         any = true;
     }
     if (any) {
         struct op_result res = {0};
-        struct io_call call = {m, h_ok, &res};
+        struct io_call call = {m, h_ok, &res, false};
         io_run(&call);
     }
     int first = MST_OK;
@@ -955,7 +1271,7 @@ MST_API int mst_version(struct mst *m, size_t i, char *buf, size_t cap)
     if (buf && cap) {
         buf[0] = '\0';
     }
-    return run_on(m, i, "version\r\n", 9, NULL, 0, 1, h_version, &res);
+    return run_server(m, i, 1, 0, NULL, h_version, &res);
 }
 
 MST_API int mst_stats(struct mst *m, size_t i, const char *group, mst_stat_cb cb, void *arg)
@@ -964,15 +1280,12 @@ MST_API int mst_stats(struct mst *m, size_t i, const char *group, mst_stat_cb cb
     if (rc != MST_OK) {
         return rc;
     }
-    char line[300];
     size_t glen = group ? strlen(group) : 0;
     if (glen > 200 || (group && (strchr(group, '\r') || strchr(group, '\n')))) {
         return mst_fail(m, MST_EINVAL, "bad stats group");
     }
-    int n = glen ? snprintf(line, sizeof(line), "stats %s\r\n", group)
-                 : snprintf(line, sizeof(line), "stats\r\n");
     struct op_result res = {0};
     res.stat_cb = cb;
     res.cb_arg = arg;
-    return run_on(m, i, line, (size_t)n, NULL, 0, 1, h_stats, &res);
+    return run_server(m, i, 2, 0, glen ? group : NULL, h_stats, &res);
 }

@@ -1,11 +1,15 @@
 /*
- * reply.c - text protocol reply parser for the client (see reply.h).
+ * reply.c - text and meta protocol reply parser for the client, and the
+ * binary response normalisation (see reply.h).
  */
 #include "reply.h"
 
 #include <string.h>
 
+#include "binary.h"
+#include "meta.h"
 #include "numparse.h"
+#include "text.h"
 
 static bool span_is(const char *p, size_t n, const char *lit)
 {
@@ -32,24 +36,106 @@ static bool all_digits(const char *p, size_t n)
     return true;
 }
 
-/* Next space-separated token of [*p, end). */
+/* Next space-separated token of [*p, end) (the server codec's tokenizer). */
 static bool next_tok(const char **p, const char *end, struct reply_span *t)
 {
-    const char *s = *p;
-    while (s < end && *s == ' ') {
-        s++;
-    }
-    if (s == end) {
+    struct text_token tok;
+    if (!text_next_token(p, end, &tok)) {
         return false;
     }
-    const char *e = s;
-    while (e < end && *e != ' ') {
-        e++;
-    }
-    t->p = s;
-    t->len = (size_t)(e - s);
-    *p = e;
+    t->p = tok.p;
+    t->len = tok.len;
     return true;
+}
+
+bool reply_has_mflag(const struct reply *r, char c)
+{
+    int bit = meta_flag_bit(c);
+    return bit >= 0 && ((r->mflags >> bit) & 1u) != 0;
+}
+
+/* The return flags of a meta reply line, from p to end. */
+static bool parse_meta_flags(const char *p, const char *end, struct reply *r)
+{
+    struct reply_span t;
+    while (next_tok(&p, end, &t)) {
+        int bit = meta_flag_bit(t.p[0]);
+        if (bit < 0) {
+            return false;
+        }
+        const char *v = t.p + 1;
+        size_t nv = t.len - 1;
+        switch (t.p[0]) {
+        case 'f':
+            if (!all_digits(v, nv) || !num_parse_u32(v, nv, &r->flags)) {
+                return false;
+            }
+            break;
+        case 'c':
+            if (!all_digits(v, nv) || !num_parse_u64(v, nv, &r->cas)) {
+                return false;
+            }
+            r->has_cas = true;
+            break;
+        case 't':
+            if (nv == 0 || !num_parse_i64(v, nv, &r->ttl)) {
+                return false;
+            }
+            break;
+        case 's':
+            if (!all_digits(v, nv) || !num_parse_u64(v, nv, &r->size)) {
+                return false;
+            }
+            break;
+        case 'k':
+            r->key.p = v;
+            r->key.len = nv;
+            break;
+        case 'O':
+            r->opaque.p = v;
+            r->opaque.len = nv;
+            break;
+        default:
+            /* b h l W X Z and flags this client does not ask for: the bit is enough. */
+            break;
+        }
+        r->mflags |= (uint64_t)1 << bit;
+    }
+    return true;
+}
+
+/* A meta reply line: "XX" or "XX <tokens>". */
+static bool meta_code(const char *line, size_t n, const char *code)
+{
+    return n >= 2 && line[0] == code[0] && line[1] == code[1] && (n == 2 || line[2] == ' ');
+}
+
+static enum reply_status parse_meta_va(const char *buf, size_t len, const char *line, size_t nline,
+                                       size_t linelen, struct reply *r, size_t *consumed)
+{
+    const char *p = line + 2, *end = line + nline;
+    struct reply_span vlen;
+    uint64_t nbytes;
+    if (!next_tok(&p, end, &vlen) || !all_digits(vlen.p, vlen.len) ||
+        !num_parse_u64(vlen.p, vlen.len, &nbytes) || nbytes > SIZE_MAX / 2) {
+        return REPLY_BAD;
+    }
+    r->ttl = -1;
+    if (!parse_meta_flags(p, end, r)) {
+        return REPLY_BAD;
+    }
+    size_t need = linelen + (size_t)nbytes + 2;
+    if (len < need) {
+        return REPLY_NEED_MORE;
+    }
+    if (buf[need - 2] != '\r' || buf[need - 1] != '\n') {
+        return REPLY_BAD;
+    }
+    r->kind = REPLY_META_VA;
+    r->data.p = buf + linelen;
+    r->data.len = (size_t)nbytes;
+    *consumed = need;
+    return REPLY_DONE;
 }
 
 static enum reply_status parse_value(const char *buf, size_t len, const char *line, size_t nline,
@@ -113,6 +199,28 @@ enum reply_status reply_parse(const char *buf, size_t len, struct reply *r, size
     if (starts(line, n, "VALUE ")) {
         return parse_value(buf, len, line, n, linelen, r, consumed);
     }
+    if (meta_code(line, n, "VA")) {
+        memset(r, 0, sizeof(*r));
+        return parse_meta_va(buf, len, line, n, linelen, r, consumed);
+    }
+    static const struct {
+        char code[3];
+        enum reply_kind kind;
+    } meta[] = {
+        {"HD", REPLY_META_HD}, {"EN", REPLY_META_EN}, {"NF", REPLY_META_NF},
+        {"NS", REPLY_META_NS}, {"EX", REPLY_META_EX}, {"MN", REPLY_MN},
+    };
+    for (size_t i = 0; i < sizeof(meta) / sizeof(meta[0]); i++) {
+        if (meta_code(line, n, meta[i].code)) {
+            r->kind = meta[i].kind;
+            r->ttl = -1;
+            if (!parse_meta_flags(line + 2, line + n, r)) {
+                return REPLY_BAD;
+            }
+            *consumed = linelen;
+            return REPLY_DONE;
+        }
+    }
     *consumed = linelen;
     if (span_is(line, n, "END")) {
         r->kind = REPLY_END;
@@ -164,4 +272,124 @@ enum reply_status reply_parse(const char *buf, size_t len, struct reply *r, size
         return REPLY_BAD;
     }
     return REPLY_DONE;
+}
+
+enum reply_status reply_parse_line(const char *buf, size_t len, struct reply *r, size_t *consumed)
+{
+    memset(r, 0, sizeof(*r));
+    *consumed = 0;
+    size_t scan = len < REPLY_LINE_MAX ? len : REPLY_LINE_MAX;
+    const char *nl = memchr(buf, '\n', scan);
+    if (!nl) {
+        return len >= REPLY_LINE_MAX ? REPLY_BAD : REPLY_NEED_MORE;
+    }
+    size_t n = (size_t)(nl - buf);
+    *consumed = n + 1;
+    if (n > 0 && buf[n - 1] == '\r') {
+        n--;
+    }
+    r->kind = REPLY_LINE;
+    r->text.p = buf;
+    r->text.len = n;
+    return REPLY_DONE;
+}
+
+void reply_from_bin(const struct bin_response *b, struct reply *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->binary = true;
+    r->opcode = b->hdr.opcode;
+    r->status = b->hdr.status;
+    r->cas = b->hdr.cas;
+    r->key.p = b->key.p;
+    r->key.len = b->key.len;
+    r->flags = b->flags;
+    r->ttl = -1;
+    uint8_t op = bin_opcode_base(b->hdr.opcode);
+    if (b->hdr.status != BIN_STATUS_OK) {
+        r->text.p = b->value.p;
+        r->text.len = b->value.len;
+        switch (b->hdr.status) {
+        case BIN_STATUS_KEY_ENOENT:
+            r->kind = REPLY_NOT_FOUND;
+            break;
+        case BIN_STATUS_KEY_EEXISTS:
+            r->kind = REPLY_EXISTS;
+            break;
+        case BIN_STATUS_NOT_STORED:
+            r->kind = REPLY_NOT_STORED;
+            break;
+        case BIN_STATUS_UNKNOWN_COMMAND:
+            r->kind = REPLY_ERROR;
+            break;
+        case BIN_STATUS_EINVAL:
+        case BIN_STATUS_DELTA_BADVAL:
+            r->kind = REPLY_CLIENT_ERROR;
+            break;
+        case BIN_STATUS_E2BIG:
+            r->kind = REPLY_SERVER_ERROR;
+            r->text.p = "object too large for cache";
+            r->text.len = strlen(r->text.p);
+            break;
+        default:
+            r->kind = REPLY_SERVER_ERROR;
+            break;
+        }
+        return;
+    }
+    switch (op) {
+    case BIN_OP_GET:
+    case BIN_OP_GETK:
+    case BIN_OP_GAT:
+    case BIN_OP_GATK:
+        r->kind = REPLY_VALUE;
+        r->data.p = b->value.p;
+        r->data.len = b->value.len;
+        r->has_cas = true;
+        break;
+    case BIN_OP_SET:
+    case BIN_OP_ADD:
+    case BIN_OP_REPLACE:
+    case BIN_OP_APPEND:
+    case BIN_OP_PREPEND:
+        r->kind = REPLY_STORED;
+        break;
+    case BIN_OP_DELETE:
+        r->kind = REPLY_DELETED;
+        break;
+    case BIN_OP_INCREMENT:
+    case BIN_OP_DECREMENT:
+        r->kind = b->has_number ? REPLY_NUMBER : REPLY_SERVER_ERROR;
+        r->number = b->number;
+        break;
+    case BIN_OP_TOUCH:
+        r->kind = REPLY_TOUCHED;
+        break;
+    case BIN_OP_FLUSH:
+    case BIN_OP_QUIT:
+        r->kind = REPLY_OK;
+        break;
+    case BIN_OP_NOOP:
+        r->kind = REPLY_MN;
+        break;
+    case BIN_OP_VERSION:
+        r->kind = REPLY_VERSION;
+        r->text.p = b->value.p;
+        r->text.len = b->value.len;
+        break;
+    case BIN_OP_STAT:
+        if (b->key.len == 0) {
+            r->kind = REPLY_END;
+        } else {
+            r->kind = REPLY_STAT;
+            r->name.p = b->key.p;
+            r->name.len = b->key.len;
+            r->text.p = b->value.p;
+            r->text.len = b->value.len;
+        }
+        break;
+    default:
+        r->kind = REPLY_SERVER_ERROR;
+        break;
+    }
 }

@@ -511,6 +511,12 @@ void conn_drive(struct conn *c)
         conn_close(c, "error");
         return;
     }
+    if (c->binary && c->state == CONN_SWALLOW && !c->peer_closed) {
+        /* memcached answers a refused binary request only once the bytes it
+         * discards have arrived; keep the replies until then. */
+        set_events(c, EV_READ | EV_PERSIST);
+        return;
+    }
     int fl = conn_flush(c);
     if (fl < 0) {
         conn_close(c, "error");

@@ -12,12 +12,6 @@ static bool detail_on(struct server *srv)
     return __atomic_load_n(&srv->settings->detail_enabled, __ATOMIC_RELAXED);
 }
 
-bool ops_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes)
-{
-    size_t total = 48 + (s->use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
-    return total <= s->item_size_max;
-}
-
 struct item *ops_fetch(struct conn *c, const char *key, size_t nkey, bool touch, int64_t exptime)
 {
     struct server *srv = c->w->srv;
@@ -67,11 +61,8 @@ int ops_alloc(struct conn *c, const char *key, size_t nkey, uint32_t flags, int6
     if (detail_on(srv)) {
         prefix_stats_record_set(srv->prefix_stats, key, nkey);
     }
-    int rc = STORAGE_E2BIG;
-    if (ops_size_ok(srv->settings, nkey, flags, nbytes)) {
-        rc = storage_alloc(srv->storage, key, nkey, flags, clock_realtime(&srv->clock, exptime),
+    int rc = storage_alloc(srv->storage, key, nkey, flags, clock_realtime(&srv->clock, exptime),
                            nbytes, now, out);
-    }
     if (rc == STORAGE_OK) {
         return 0;
     }

@@ -18,12 +18,6 @@
 struct conn;
 struct settings;
 
-/* memcached's item size rule, so that the largest storable value is the
- * same as memcached's: a 48-byte header, the CAS unless -C, the key and its
- * terminator, the flags when non-zero, and the value with its "\r\n" must
- * fit in -I. */
-bool ops_size_ok(const struct settings *s, size_t nkey, uint32_t flags, size_t nbytes);
-
 /* A retrieval: get (touch false) or touch/gat (touch true, with the new
  * protocol exptime). Counts cmd_get/get_hits/get_misses/get_expired/
  * get_flushed or cmd_touch/touch_hits/touch_misses, and prefix stats.

@@ -228,11 +228,8 @@ static void meta_ms(struct conn *c, const struct meta_request *req)
     rel_time_t now = clock_now(&srv->clock);
     uint64_t hv = storage_hash(req->key.p, req->key.len);
     struct item *it = NULL;
-    int rc = STORAGE_E2BIG;
-    if (ops_size_ok(srv->settings, req->key.len, req->client_flags, req->data_len)) {
-        rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->client_flags,
+    int rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->client_flags,
                            clock_realtime(&srv->clock, req->ttl), req->data_len, now, &it);
-    }
     if (rc != STORAGE_OK) {
         enum meta_error err = META_ERR_OOM_STORE;
         if (rc == STORAGE_E2BIG) {

@@ -219,6 +219,17 @@ enum item_state item_state(const struct storage *st, const struct item *it, rel_
     return ITEM_ALIVE;
 }
 
+/* memcached's item size rule, so that the largest value a client can store
+ * (set, or append/prepend growing a value) is the same as with memcached: a
+ * 48-byte header, 8 for the CAS unless disabled, the key and a terminator, 4
+ * when the flags are non-zero, and the value with its "\r\n" must fit in
+ * item_size_max. */
+static bool compat_size_ok(const struct storage *st, size_t nkey, uint32_t flags, size_t nbytes)
+{
+    size_t total = 48 + (st->opts.use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
+    return total <= st->opts.item_size_max;
+}
+
 static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
                       rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out)
 {
@@ -226,7 +237,7 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
     if (nkey == 0 || nkey > STORAGE_KEY_MAX) {
         return STORAGE_EINVAL;
     }
-    if (!storage_item_size_ok(st, nkey, nbytes)) {
+    if (!storage_item_size_ok(st, nkey, nbytes) || !compat_size_ok(st, nkey, flags, nbytes)) {
         return STORAGE_E2BIG;
     }
     unsigned clsid = slab_class_for(st, ITEM_HEADER_SIZE + nkey + nbytes + 2);

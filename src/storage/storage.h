@@ -101,7 +101,9 @@ size_t storage_item_total(const struct item *it);
 unsigned storage_item_class(const struct item *it);
 
 /* Would an item with this key length and value length fit under
- * item_size_max? */
+ * item_size_max? storage_alloc() also applies memcached's size rule (48-byte
+ * header, CAS, key + 1, flags when non-zero, value + 2), so that clients see
+ * memcached's largest value, for set and for append/prepend alike. */
 bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes);
 
 /* Allocates an unlinked item with room for nbytes of value (plus the

@@ -892,9 +892,6 @@ def test_append_beyond_limit(bconn, keyprefix):
     assert bconn.call1(req(GET, k)).value == b"x" * 1000 + b"y" * (n - 1000)
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd lets append/prepend build a value one byte over the "
-                          "item size limit (text protocol too)")
 @pytest.mark.parametrize("flags", [0, 1])
 def test_append_one_byte_over_limit(bconn, shared_server, keyprefix, flags):
     k = b(keyprefix + "ap")

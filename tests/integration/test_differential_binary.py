@@ -447,14 +447,6 @@ FRESH_SCRIPTS = {
 KNOWN_DIFFERENCES = {
     "stat_sizes_enable_disable": "memstashd does not know the sizes_enable/sizes_disable stats "
                                  "groups (text protocol too)",
-    "huge_bodylen_set": "memstashd sends the Too large reply before the swallowed value has "
-                        "arrived; 1.6.18 only once it has",
-    "too_large_split": "memstashd sends the Too large reply before the swallowed value has "
-                       "arrived; 1.6.18 only once it has",
-    "unknown_opcode_swallow_split": "memstashd sends Unknown command before the swallowed "
-                                    "body has arrived; 1.6.18 only once it has",
-    "append_over_limit": "memstashd lets append/prepend build a value one byte over the item "
-                         "size limit",
 }
 
 
