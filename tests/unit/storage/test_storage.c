@@ -598,15 +598,20 @@ static void test_sizes(void **state)
     (void)state;
     struct storage *st = t_create(64 * MiB, 0, false);
     struct item *it = NULL;
-    size_t max = 1 * MiB - ITEM_HEADER_SIZE - 3 - 2;
-    assert_true(storage_item_size_ok(st, 3, max));
-    assert_false(storage_item_size_ok(st, 3, max + 1));
+    size_t fit = 1 * MiB - ITEM_HEADER_SIZE - 3 - 2;
+    assert_true(storage_item_size_ok(st, 3, fit));
+    assert_false(storage_item_size_ok(st, 3, fit + 1));
+    /* storage_alloc applies memcached's rule: 48 + 8 (CAS) + key + 1 + value + 2,
+     * plus 4 when the flags are non-zero. */
+    size_t max = 1 * MiB - 48 - 8 - 3 - 1 - 2;
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, max + 1, T0, &it), STORAGE_E2BIG);
+    assert_null(it);
+    assert_int_equal(storage_alloc(st, "big", 3, 1, 0, max - 3, T0, &it), STORAGE_E2BIG);
     assert_null(it);
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, (size_t)1 << 40, T0, &it), STORAGE_E2BIG);
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, max, T0, &it), 0);
     assert_non_null(it);
-    assert_int_equal(storage_item_total(it), 1 * MiB);
+    assert_int_equal(storage_item_total(it), ITEM_HEADER_SIZE + 3 + max + 2);
     memset(storage_item_value(it), 'q', max);
     enum storage_store_outcome out;
     assert_int_equal(storage_store(st, it, STORAGE_SET, 0, storage_hash("big", 3), T0, &out, NULL),
