@@ -120,9 +120,17 @@ enum mst_hash {
 };
 
 enum mst_protocol {
-    MST_PROTO_TEXT = 0,
-    MST_PROTO_META,   /* not supported yet: MST_ENOTSUP */
-    MST_PROTO_BINARY, /* not supported yet: MST_ENOTSUP */
+    MST_PROTO_TEXT = 0, /* the classic text protocol (get, set, incr...) */
+    /*
+     * The default: the meta protocol (mg, ms, md, ma, mn) with servers that
+     * speak it, text with servers that answer ERROR to "mn" (memcached older
+     * than 1.6). Each new connection finds out with an "mn" sent ahead of
+     * its first request, which goes out in text; so it costs no round trip.
+     * (memcached 1.6.0-1.6.9 answered "mn" but spoke an older meta dialect:
+     * use MST_PROTO_TEXT with those.)
+     */
+    MST_PROTO_META,
+    MST_PROTO_BINARY, /* the binary protocol (deprecated by memcached, still served) */
 };
 
 struct mst;
@@ -196,9 +204,28 @@ MST_API int mst_set_failure_limit(struct mst *m, unsigned n);
  * fast with MST_EDEAD. Modula never moves keys.
  */
 MST_API int mst_set_failover(struct mst *m, bool on);
-/* MST_PROTO_TEXT only for now. */
+/*
+ * Default MST_PROTO_META (see enum mst_protocol). Changing it closes the
+ * handle's connections (a server keeps the protocol a connection began
+ * with). Flush, stats and version have no meta form and go out in text.
+ */
 MST_API int mst_set_protocol(struct mst *m, enum mst_protocol p);
-/* Storage, delete, incr/decr, touch and flush without waiting for replies (outcome MST_NONE). */
+/* The protocol set on m (an enum mst_protocol value). */
+MST_API int mst_get_protocol(const struct mst *m);
+/*
+ * The protocol the next request to server i goes out in: MST_PROTO_BINARY
+ * or MST_PROTO_TEXT when set so; on a meta handle MST_PROTO_META once the
+ * current connection answered "mn", MST_PROTO_TEXT when it refused it or
+ * before it was asked. MST_ENOENT if i is out of range.
+ */
+MST_API int mst_server_protocol(const struct mst *m, size_t i);
+/*
+ * Storage, delete, incr/decr, touch and flush without waiting for replies
+ * (outcome MST_NONE). In meta and binary these go out quiet with an "mn" /
+ * NOOP after them; the replies a server still sends (failures such as NS,
+ * NF, errors) are read and dropped before the next call's, so the stream
+ * never goes out of step.
+ */
 MST_API int mst_set_noreply(struct mst *m, bool on);
 
 /* ---- Placement -------------------------------------------------------- */
@@ -285,6 +312,87 @@ MST_API int mst_decr(struct mst *m, const char *key, size_t nkey, uint64_t delta
 MST_API int mst_touch(struct mst *m, const char *key, size_t nkey, int32_t exptime,
                       enum mst_outcome *outcome);
 
+/* ---- Stampede-safe cache-aside: leases (meta protocol) ----------------- */
+
+/*
+ * When a popular item is missing or stale, every client that misses would
+ * recompute it at once (a stampede). A lease lets exactly one of them do
+ * it: mst_lease_get() uses memcached's "mg <key> v f c N<lease_ttl>
+ * [R<recache_below>]" and tells each caller its part:
+ *
+ *   MST_LEASE_HIT    the value is fresh: use it.
+ *   MST_LEASE_STALE  the value is stale (mst_lease_invalidate) and another
+ *                    client is recomputing it: use it meanwhile.
+ *   MST_LEASE_WON    this caller must recompute the value and store it with
+ *                    mst_lease_set(..., val->cas, ...). *val also holds the
+ *                    old value when there is one (stale, or due for recache
+ *                    with recache_below); val->data is NULL when the key
+ *                    was missing.
+ *   MST_LEASE_WAIT   there is no value yet and another client is computing
+ *                    it: retry after a short sleep (or compute without
+ *                    storing). val->data is NULL.
+ *
+ * On a miss the server creates an empty placeholder that lives lease_ttl
+ * seconds (1..2^31-1): if the winner dies, the next caller after that wins.
+ * With recache_below > 0 a caller wins ahead of expiry once the item's
+ * remaining TTL drops below recache_below seconds; the others keep getting
+ * MST_LEASE_HIT. (An item stored with 0 bytes and flags 0 is taken for the
+ * placeholder: cache at least one byte or set a flag.)
+ *
+ * Leases need the meta protocol: MST_ENOTSUP with a text or binary handle,
+ * or with a server that does not speak it. val is filled as by mst_get()
+ * (release with mst_value_clear) and val->cas always carries the lease
+ * token for mst_lease_set().
+ *
+ * Cache-aside with a lease:
+ *
+ *     for (;;) {
+ *         if (mst_lease_get(m, key, nkey, 30, 0, &val, &state) != MST_OK)
+ *             break;                       // fall back to computing
+ *         if (state == MST_LEASE_HIT || state == MST_LEASE_STALE)
+ *             break;                       // use val.data
+ *         if (state == MST_LEASE_WON) {    // compute, store, use
+ *             mst_lease_set(m, key, nkey, data, len, 0, ttl, val.cas, NULL);
+ *             break;
+ *         }
+ *         mst_value_clear(&val);           // MST_LEASE_WAIT
+ *         sleep_a_little();
+ *     }
+ */
+enum mst_lease {
+    MST_LEASE_HIT = 0,
+    MST_LEASE_STALE,
+    MST_LEASE_WON,
+    MST_LEASE_WAIT,
+};
+
+/* "hit", "stale", "won", "wait" (static). */
+MST_API const char *mst_lease_name(enum mst_lease state);
+
+MST_API int mst_lease_get(struct mst *m, const char *key, size_t nkey, uint32_t lease_ttl,
+                          uint32_t recache_below, struct mst_value *val, enum mst_lease *state);
+
+/*
+ * Stores the recomputed value of a won lease: "ms <key> ... C<lease_cas> I".
+ * When the item changed meanwhile (invalidated again), the value is stored
+ * anyway but stays stale, so the next reader recomputes it once more. When
+ * the placeholder is gone (expired), the value is added unless someone else
+ * stored one. Outcomes: MST_STORED, MST_NOT_STORED (someone else's value is
+ * there), MST_EXISTS. lease_cas 0 stores unconditionally.
+ */
+MST_API int mst_lease_set(struct mst *m, const char *key, size_t nkey, const void *data, size_t len,
+                          uint32_t flags, int32_t exptime, uint64_t lease_cas,
+                          enum mst_outcome *outcome);
+
+/*
+ * Marks the item stale instead of deleting it ("md <key> I [T<stale_ttl>]"):
+ * the next mst_lease_get() wins and recomputes while the others get
+ * MST_LEASE_STALE with the old value. stale_ttl (0: keep) bounds how long
+ * the stale item lives. MST_DELETED (marked) or MST_NOT_FOUND.
+ */
+MST_API int mst_lease_invalidate(struct mst *m, const char *key, size_t nkey, int32_t stale_ttl,
+                                 enum mst_outcome *outcome);
+
 /* ---- Servers as a whole ----------------------------------------------- */
 
 /* flush_all [delay] on every server: MST_OK, MST_ESOME or the common failure. */
@@ -299,6 +407,32 @@ typedef int (*mst_stat_cb)(void *arg, size_t server, const char *name, size_t nn
                            const char *value, size_t nvalue);
 /* "stats [group]" on server i; group may be NULL. */
 MST_API int mst_stats(struct mst *m, size_t i, const char *group, mst_stat_cb cb, void *arg);
+
+/* One item of mst_dump(). Pointers are valid only during the callback. */
+struct mst_dump_item {
+    const char *key; /* as stored, namespace included */
+    size_t nkey;
+    bool has_value;   /* with_values and the item was still there */
+    const char *data; /* the value when has_value, else NULL */
+    size_t len;
+    uint32_t flags;
+    int64_t exptime; /* unix time it expires, -1 never, 0 unknown (mgdump) */
+    uint64_t cas;    /* 0 unknown */
+};
+
+/* Called once per item of mst_dump(); return 0 to go on, anything else to stop. */
+typedef int (*mst_dump_cb)(void *arg, size_t server, const struct mst_dump_item *item);
+
+/*
+ * Lists the items server i holds, through its dump facility: "lru_crawler
+ * metadump all" (memcached 1.4.31+), else "lru_crawler mgdump all"; with
+ * with_values their values are then fetched from server i in batches (an
+ * item that expired meanwhile comes without one). Returns MST_OK,
+ * MST_ENOTSUP when the server has no dump facility (or with the binary
+ * protocol), MST_ESERVER when it refused (dumping disabled, crawler busy),
+ * or the I/O failure. The listing must fit in the I/O timeout.
+ */
+MST_API int mst_dump(struct mst *m, size_t i, bool with_values, mst_dump_cb cb, void *arg);
 
 /* ---- Pool: handles shared between threads ----------------------------- */
 

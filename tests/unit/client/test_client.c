@@ -220,7 +220,14 @@ static void test_bad_keys_and_options(void **state)
     assert_int_equal(mst_get_multi(m, keys, nkeys, 2, false, NULL, NULL), MST_EBADKEY);
     assert_int_equal(mst_set_failure_limit(m, 0), MST_EINVAL);
     assert_int_equal(mst_set_io_timeout(m, 0), MST_EINVAL);
-    assert_int_equal(mst_set_protocol(m, MST_PROTO_BINARY), MST_ENOTSUP);
+    assert_int_equal(mst_get_protocol(m), MST_PROTO_META); /* the default */
+    assert_int_equal(mst_set_protocol(m, MST_PROTO_BINARY), MST_OK);
+    assert_int_equal(mst_get_protocol(m), MST_PROTO_BINARY);
+    assert_int_equal(mst_server_protocol(m, 0), MST_PROTO_BINARY);
+    assert_int_equal(mst_server_protocol(m, 9), MST_ENOENT);
+    assert_int_equal(mst_set_protocol(m, (enum mst_protocol)7), MST_EINVAL);
+    assert_int_equal(mst_set_protocol(m, MST_PROTO_META), MST_OK);
+    assert_int_equal(mst_server_protocol(m, 0), MST_PROTO_TEXT); /* not asked yet */
     assert_int_equal(mst_set_distribution(m, (enum mst_distribution)99), MST_EINVAL);
     assert_int_equal(mst_set_hash(m, (enum mst_hash)7), MST_EINVAL);
     assert_int_equal(mst_server_add(m, "a:1,b:x"), MST_EINVAL);
