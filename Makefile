@@ -6,7 +6,8 @@
 BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev \
               python3-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
-              python3-memcache python3-pylibmc libmemcached-tools memcached
+              python3-memcache python3-pylibmc libmemcached-tools memcached clang \
+              libclang-rt-14-dev
 BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
@@ -20,7 +21,7 @@ SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '
 
 PREFIX ?= /usr/local
 
-.PHONY: install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
+.PHONY: fuzz install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
 
 # Installs the packages in $(1) that dpkg does not have yet.
 define install_missing
@@ -61,9 +62,16 @@ format:
 format-check:
 	clang-format --dry-run --Werror $(SOURCES)
 
+FUZZ_SECONDS ?= 300
+
 test: deps-test format-check build build-asan
 	cd build && ctest --output-on-failure -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
+	tests/fuzz/run.sh build-fuzz 10
+
+# Runs every libFuzzer driver for FUZZ_SECONDS each (make test runs 10 s each).
+fuzz: deps-test
+	tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 bench: deps-bench build
 	bench/compare_memcaslap.sh
@@ -77,4 +85,4 @@ install: deps-build
 	DESTDIR=$(DESTDIR) cmake --install build-install
 
 clean:
-	rm -rf build build-asan build-install
+	rm -rf build build-asan build-install build-fuzz
