@@ -1100,7 +1100,7 @@ def lease_round(handles, key, expect_first, old_value=None):
                         states["wins"] += 1
                     if old_value is not None:
                         assert data == old_value  # the stale value comes with the win
-                    time.sleep(0.3)  # "recompute"
+                    time.sleep(0.5)  # "recompute"
                     new = "%s-by-%d" % (key, i)
                     assert h.lease_set(key, new, cas, exptime=100) == (0, MST_STORED)
                 elif state == LEASE_STALE:
