@@ -87,6 +87,8 @@ static void release_output(struct conn *c)
     }
     c->nsegs = c->seg_sent = c->seg_off = 0;
     c->wlen = 0;
+    c->out_bytes = 0;
+    c->nmarks = 0;
 }
 
 static void free_rbuf(struct conn *c)
@@ -119,6 +121,7 @@ void conn_close(struct conn *c, const char *reason)
     free_rbuf(c);
     free(c->wbuf);
     free(c->segs);
+    free(c->marks);
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -229,6 +232,7 @@ void conn_out(struct conn *c, const void *data, size_t len)
         c->segs[c->nsegs++] = (struct out_seg){NULL, NULL, c->wlen, (uint32_t)len};
     }
     c->wlen += (uint32_t)len;
+    c->out_bytes += (uint32_t)len;
 }
 
 void conn_out_str(struct conn *c, const char *s)
@@ -249,6 +253,27 @@ void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len)
         return;
     }
     c->segs[c->nsegs++] = (struct out_seg){it, ptr, 0, (uint32_t)len};
+    c->out_bytes += (uint32_t)len;
+}
+
+void conn_mark_response(struct conn *c, bool keep_empty)
+{
+    if (!c->is_udp) {
+        return;
+    }
+    if (!keep_empty && c->nmarks > 0 && c->marks[c->nmarks - 1] == c->out_bytes) {
+        return;
+    }
+    if (c->nmarks == c->markcap) {
+        uint32_t cap = c->markcap ? c->markcap * 2 : 16;
+        uint32_t *m = realloc(c->marks, cap * sizeof(*m));
+        if (m == NULL) {
+            return; /* the response joins the previous message */
+        }
+        c->marks = m;
+        c->markcap = cap;
+    }
+    c->marks[c->nmarks++] = c->out_bytes;
 }
 
 /* Writes queued output. Returns 1 when everything went out, 0 when the
@@ -297,6 +322,8 @@ static int conn_flush(struct conn *c)
     }
     c->nsegs = c->seg_sent = c->seg_off = 0;
     c->wlen = 0;
+    c->out_bytes = 0;
+    c->nmarks = 0;
     if (c->wsize > WBUF_KEEP || c->state == CONN_NEW_CMD) {
         /* Idle connections hold no write buffer. */
         free(c->wbuf);

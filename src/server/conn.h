@@ -81,6 +81,11 @@ struct conn {
     struct out_seg *segs;
     uint32_t nsegs, segcap, seg_sent; /* segments fully sent */
     uint32_t seg_off;                 /* bytes sent of segs[seg_sent] */
+    uint32_t out_bytes;               /* bytes queued since the output was last empty */
+    /* UDP only: where each response starts in the queued output, so that
+     * each goes out as its own message, as memcached sends them. */
+    uint32_t *marks;
+    uint32_t nmarks, markcap;
 };
 
 /* Takes a connected, non-blocking socket into worker w. */
@@ -99,6 +104,12 @@ void conn_drive(struct conn *c);
 /* Runs the requests buffered in the read buffer, at most -R of them before
  * setting *yielded. Returns false when the connection must be closed. */
 bool conn_run(struct conn *c, bool *yielded);
+
+/* Marks the start of a response in the output (UDP sends each response as
+ * its own message). With keep_empty false, a response that adds no bytes
+ * before the next mark is merged into it; with true it becomes an empty
+ * message (binary quiet replies). A no-op on stream connections. */
+void conn_mark_response(struct conn *c, bool keep_empty);
 
 /* For datagram transports: the bytes queued for output, copying them out,
  * and dropping all per-request state between datagrams. */

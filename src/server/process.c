@@ -48,6 +48,7 @@ static void process_get(struct conn *c, const struct text_request *req)
         if (it == NULL) {
             continue;
         }
+        conn_mark_response(c, false); /* over UDP, each hit is a message */
         char hdr[TEXT_VALUE_HEADER_MAX];
         size_t nbytes = storage_item_nbytes(it);
         size_t n =
@@ -297,6 +298,7 @@ void process_text(struct conn *c, const struct text_request *req)
         log_msg(LOG_DEBUG, "<%d %.*s", c->fd, (int)req->line_len, req->line);
     }
     c->noreply = req->noreply;
+    conn_mark_response(c, false);
     switch (req->cmd) {
     case TEXT_CMD_GET:
     case TEXT_CMD_GETS:

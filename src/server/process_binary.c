@@ -322,6 +322,7 @@ static void process_stat(struct conn *c, const struct bin_request *req)
 void process_binary(struct conn *c, const struct bin_request *req)
 {
     struct server *srv = srv_of(c);
+    conn_mark_response(c, true);
     if (srv->verbose > 1) {
         log_msg(LOG_DEBUG, "<%d Read binary protocol data: %s", c->fd,
                 bin_opcode_name(req->hdr.opcode));
@@ -376,6 +377,7 @@ void process_binary(struct conn *c, const struct bin_request *req)
 
 void process_binary_error(struct conn *c, const struct bin_request *req)
 {
+    conn_mark_response(c, true);
     send_error(c, req->hdr.opcode, req->hdr.opaque, req->err_status);
     if (req->err_close) {
         c->close_after_write = true;

@@ -120,27 +120,21 @@ void udp_close(struct server *srv)
     srv->nudp = 0;
 }
 
-/* Cuts the queued output into framed datagrams and sends them. */
-static void udp_send_reply(struct conn *c, const struct udp_state *u)
+/* Sends bytes [off, off + len) of flat as one message: numbered datagrams of
+ * at most UDP_MAX_PAYLOAD bytes, or a bare header when len is 0. */
+static void udp_send_message(struct conn *c, const struct udp_state *u, const char *flat,
+                             size_t len)
 {
-    size_t total = conn_out_pending(c);
-    if (total == 0) {
-        return;
-    }
-    char *flat = malloc(total);
-    if (flat == NULL) {
-        return;
-    }
-    conn_out_flatten(c, flat);
     const size_t room = UDP_MAX_PAYLOAD - UDP_HEADER_LEN;
-    size_t count = (total + room - 1) / room;
+    size_t count = (len + room - 1) / room;
     if (count > 0xffff) {
         count = 0xffff; /* the frame cannot number more; the rest is dropped */
     }
     char dgram[UDP_MAX_PAYLOAD];
-    for (size_t i = 0; i < count; i++) {
+    size_t i = 0;
+    do {
         size_t off = i * room;
-        size_t n = total - off < room ? total - off : room;
+        size_t n = len - off < room ? len - off : room;
         dgram[0] = (char)u->reqid[0];
         dgram[1] = (char)u->reqid[1];
         dgram[2] = (char)(i >> 8);
@@ -155,6 +149,35 @@ static void udp_send_reply(struct conn *c, const struct udp_state *u)
         if (w > 0) {
             STAT_ADD(&c->w->stats, bytes_written, (uint64_t)w);
         }
+        i++;
+    } while (i < count);
+}
+
+/* Sends each response of the queued output as its own message, as memcached
+ * does: a multi-key get gives one message per hit (END on the last one). */
+static void udp_send_reply(struct conn *c, const struct udp_state *u)
+{
+    size_t total = conn_out_pending(c);
+    if (total == 0 && c->nmarks == 0) {
+        return;
+    }
+    char *flat = malloc(total > 0 ? total : 1);
+    if (flat == NULL) {
+        return;
+    }
+    conn_out_flatten(c, flat);
+    size_t start = 0;
+    for (uint32_t m = 0; m <= c->nmarks; m++) {
+        size_t end = m < c->nmarks ? c->marks[m] : total;
+        if (end < start || end > total) {
+            continue;
+        }
+        /* The part before the first mark is a message only if it has bytes;
+         * later empty parts are empty responses (binary quiet replies). */
+        if (end > start || (m > 0 && c->binary)) {
+            udp_send_message(c, u, flat + start, end - start);
+        }
+        start = end;
     }
     free(flat);
 }

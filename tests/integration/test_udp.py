@@ -236,9 +236,6 @@ def test_short_datagram_ignored(uc):
     assert uc.request(b"get udp_x\r\n", rid=11) == [frame(11, b"END\r\n")]
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd sends a multi-key get over UDP as one message; 1.6.18 "
-                          "sends one message per hit (END on the last)")
 def test_multiget_one_message_per_hit(uc):
     assert uc.request(b"set udp_m 5 0 3\r\nabc\r\n", rid=1) == [frame(1, b"STORED\r\n")]
     got = uc.request(b"get udp_m udp_m udp_none udp_m\r\n", rid=2, n=3)
@@ -278,9 +275,6 @@ def test_binary_over_udp(uc):
     assert uc.request(req(GET, b"udp_nob", opaque=7), rid=23) == [frame(23, err(GET, ENOENT, 7))]
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd sends nothing for a suppressed quiet binary reply over "
-                          "UDP; 1.6.18 sends a bare frame header with total 0")
 def test_binary_quiet_reply_over_udp(uc):
     assert uc.request(req(GETKQ, b"udp_nob"), rid=24) == [FRAME.pack(24, 0, 0, 0)]
     assert uc.request(req(SETQ, b"udp_qq", store_extras(), b"v"), rid=25) == \
@@ -288,10 +282,6 @@ def test_binary_quiet_reply_over_udp(uc):
     assert uc.request(b"get udp_qq\r\n", rid=26) == [frame(26, b"VALUE udp_qq 0 1\r\nv\r\nEND\r\n")]
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd puts the replies to several binary requests of one "
-                          "datagram into one message; 1.6.18 sends one message per reply "
-                          "(and a bare total-0 header for the suppressed quiet one)")
 def test_binary_pipeline_in_one_datagram(uc):
     got = uc.request(req(SETQ, b"udp_p", store_extras(), b"v", opaque=1)
                      + req(GETK, b"udp_p", opaque=2) + req(GET, b"udp_pn", opaque=3)
