@@ -297,6 +297,7 @@ int listeners_start(struct server *srv)
             free(ctx);
             return -1;
         }
+        l->created = clock_now(&srv->clock);
         __atomic_add_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&srv->counters.total_conns, 1, __ATOMIC_RELAXED);
     }

@@ -15,6 +15,7 @@ struct listener {
     char name[96]; /* "tcp:127.0.0.1:11211", "unix:/path" */
     bool is_unix;
     struct event *ev;
+    unsigned created; /* rel_time_t the listener started, for stats conns */
 };
 
 /* Binds and listens on every configured address. Prints memcached's

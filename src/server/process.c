@@ -278,7 +278,7 @@ static void process_stats(struct conn *c, const struct text_request *req)
         } else if (SUB_IS("sizes")) {
             emit_stat(c, "sizes_status", "disabled");
         } else if (SUB_IS("conns")) {
-            stats_render_conns(srv, emit_stat, c);
+            stats_render_conns(srv, c, emit_stat, c);
         } else if (SUB_IS("detail")) {
             process_stats_detail(c, req->nargs > 2 ? &req->args[2] : NULL);
             return;

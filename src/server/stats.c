@@ -247,7 +247,7 @@ void stats_render_slabs(struct server *srv, stat_emit_fn emit, void *ctx)
     free(t);
 }
 
-void stats_render_conns(struct server *srv, stat_emit_fn emit, void *ctx)
+void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_fn emit, void *ctx)
 {
     rel_time_t now = clock_now(&srv->clock);
     char name[64];
@@ -258,7 +258,7 @@ void stats_render_conns(struct server *srv, stat_emit_fn emit, void *ctx)
         snprintf(name, sizeof(name), "%d:state", l->fd);
         emit(ctx, name, "conn_listening");
         snprintf(name, sizeof(name), "%d:secs_since_last_cmd", l->fd);
-        emit(ctx, name, "0");
+        emit_u64(emit, ctx, name, now > l->created ? now - l->created : 0);
     }
     pthread_mutex_lock(&srv->stats_lock);
     for (int fd = 0; fd < srv->registry_size; fd++) {
@@ -268,12 +268,26 @@ void stats_render_conns(struct server *srv, stat_emit_fn emit, void *ctx)
         }
         rel_time_t last = __atomic_load_n(&c->last_cmd_time, __ATOMIC_RELAXED);
         enum conn_state st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+        if (c->is_udp) {
+            snprintf(name, sizeof(name), "%d:UDP", fd);
+            emit(ctx, name, "UDP");
+            snprintf(name, sizeof(name), "%d:addr", fd);
+            emit(ctx, name, c->peer);
+            snprintf(name, sizeof(name), "%d:state", fd);
+            emit(ctx, name, "conn_read");
+            continue;
+        }
+        /* memcached shows the asking connection parsing and idle ones reading. */
+        const char *state = conn_state_name(st);
+        if (st == CONN_NEW_CMD) {
+            state = c == self ? "conn_parse_cmd" : "conn_read";
+        }
         snprintf(name, sizeof(name), "%d:addr", fd);
         emit(ctx, name, c->peer);
         snprintf(name, sizeof(name), "%d:listen_addr", fd);
         emit(ctx, name, c->listen_addr ? c->listen_addr : "");
         snprintf(name, sizeof(name), "%d:state", fd);
-        emit(ctx, name, conn_state_name(st));
+        emit(ctx, name, state);
         snprintf(name, sizeof(name), "%d:secs_since_last_cmd", fd);
         emit_u64(emit, ctx, name, now > last ? now - last : 0);
     }

@@ -229,7 +229,18 @@ static void udp_event_cb(evutil_socket_t fd, short what, void *arg)
 
 int udp_attach(struct worker *w, int fd)
 {
-    struct conn *c = conn_create(w, fd, "udp", NULL);
+    char name[80] = "udp";
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        char host[NI_MAXHOST], port[NI_MAXSERV];
+        if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            snprintf(name, sizeof(name), ss.ss_family == AF_INET6 ? "udp6:[%s]:%s" : "udp:%s:%s",
+                     host, port);
+        }
+    }
+    struct conn *c = conn_create(w, fd, name, NULL);
     if (c == NULL) {
         return -1;
     }

@@ -42,7 +42,8 @@ static void peer_name(int fd, char *out, size_t cap)
         inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
         snprintf(out, cap, "tcp6:[%s]:%u", host, ntohs(sin6->sin6_port));
     } else if (ss.ss_family == AF_UNIX) {
-        snprintf(out, cap, "unix:");
+        /* An unnamed unix peer, shown as memcached shows it. */
+        snprintf(out, cap, "?:<AF 0>");
     } else {
         snprintf(out, cap, "?:<AF %d>", ss.ss_family);
     }

@@ -414,10 +414,6 @@ def test_stats_conns_tcp_format(shared_server):
             assert re.match(r"\d+\Z", e["secs_since_last_cmd"])
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd reports both the connection running stats conns and "
-                          "an idle one as conn_new_cmd; 1.6.18 reports conn_parse_cmd and "
-                          "conn_read")
 def test_stats_conns_states(shared_server):
     with shared_server.client() as c, shared_server.client() as idle:
         idle.check(b"get x\r\n", b"END\r\n")
@@ -426,9 +422,6 @@ def test_stats_conns_states(shared_server):
         assert own_entry(conns, idle.sock)["state"] == "conn_read"
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd shows secs_since_last_cmd 0 for a listener forever; "
-                          "1.6.18 counts from the listener's creation")
 def test_stats_conns_listener_age(server):
     def age():
         with server.client() as c:
@@ -468,9 +461,6 @@ def test_stats_conns_unix_format(server_factory, sock_dir):
         assert sorted(e) == ["addr", "listen_addr", "secs_since_last_cmd", "state"]
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd shows an unnamed unix client as 'unix:'; 1.6.18 as "
-                          "'?:<AF 0>'")
 def test_stats_conns_unix_client_addr(server_factory, sock_dir):
     srv = server_factory(tcp=False, unix=os.path.join(sock_dir, "s"))
     _, clients = unix_entries(srv)

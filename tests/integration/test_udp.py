@@ -376,11 +376,6 @@ def test_stats_conns_lists_udp_sockets_like_memcached(upair):
     assert counts[0] == 3 and counts[1] == counts[0], counts
 
 
-@pytest.mark.xfail(not IS_MEMCACHED, strict=True,
-                   reason="memstashd's stats conns shows UDP sockets as 'addr udp' with an "
-                          "empty listen_addr and state conn_new_cmd; 1.6.18 shows "
-                          "'UDP UDP', 'addr udp:127.0.0.1:<port>', no listen_addr, "
-                          "state conn_read")
 def test_stats_conns_udp_entries_like_memcached(upair):
     got = []
     for srv in upair:
