@@ -75,8 +75,16 @@ static int open_unix(struct server *srv)
     mode_t old = umask((mode_t)(~srv->settings->access & 0777));
     int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
     umask(old);
-    if (rc != 0 || listen(fd, srv->settings->backlog) != 0 || set_nonblock(fd) != 0) {
-        fprintf(stderr, "failed to listen on UNIX socket \"%s\": %s\n", path, strerror(errno));
+    if (rc != 0) {
+        /* memcached's two lines: the bind error, then the path (its second
+         * errno is always EINVAL by then). */
+        fprintf(stderr, "bind(): %s\n", strerror(errno));
+        fprintf(stderr, "failed to listen on UNIX socket: %s: %s\n", path, strerror(EINVAL));
+        close(fd);
+        return EX_OSERR;
+    }
+    if (listen(fd, srv->settings->backlog) != 0 || set_nonblock(fd) != 0) {
+        fprintf(stderr, "failed to listen on UNIX socket: %s: %s\n", path, strerror(errno));
         close(fd);
         return EX_OSERR;
     }
