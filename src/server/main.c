@@ -104,6 +104,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "failed to set up the storage engine\n");
         rc = EX_OSERR;
     }
+    if (rc == 0 && settings.track_sizes) {
+        storage_sizes_enable(srv.storage, true);
+    }
     if (rc == 0) {
         srv.registry_size = settings.maxconns + (int)srv.counters.reserved_fds + 64;
         srv.registry = calloc((size_t)srv.registry_size, sizeof(*srv.registry));

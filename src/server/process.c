@@ -276,7 +276,16 @@ static void process_stats(struct conn *c, const struct text_request *req)
         } else if (SUB_IS("slabs")) {
             stats_render_slabs(srv, emit_stat, c);
         } else if (SUB_IS("sizes")) {
-            emit_stat(c, "sizes_status", "disabled");
+            stats_render_sizes(srv, emit_stat, c);
+        } else if (SUB_IS("sizes_enable") || SUB_IS("sizes_disable")) {
+            /* memcached answers these with one line and no END. */
+            bool on = sub->len == sizeof("sizes_enable") - 1;
+            if (storage_sizes_enable(srv->storage, on)) {
+                emit_stat(c, "sizes_status", on ? "enabled" : "disabled");
+            } else {
+                emit_stat(c, "sizes_status", "error");
+            }
+            return;
         } else if (SUB_IS("conns")) {
             stats_render_conns(srv, c, emit_stat, c);
         } else if (SUB_IS("detail")) {

@@ -309,8 +309,15 @@ static void process_stat(struct conn *c, const struct bin_request *req)
         stats_render_items(srv, emit_bin_stat, &sc);
     } else if (group_is(key, "slabs")) {
         stats_render_slabs(srv, emit_bin_stat, &sc);
+    } else if (group_is(key, "sizes_enable") || group_is(key, "sizes_disable")) {
+        /* One packet and no end packet, as memcached answers. */
+        bool on = group_is(key, "sizes_enable");
+        emit_bin_stat(&sc, "sizes_status",
+                      storage_sizes_enable(srv->storage, on) ? (on ? "enabled" : "disabled")
+                                                             : "error");
+        return;
     } else if (group_is(key, "sizes")) {
-        emit_bin_stat(&sc, "sizes_status", "disabled");
+        stats_render_sizes(srv, emit_bin_stat, &sc);
     } else {
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_KEY_ENOENT);
         return;

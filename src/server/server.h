@@ -95,6 +95,8 @@ typedef void (*stat_emit_fn)(void *ctx, const char *name, const char *value);
 void stats_render_general(struct server *srv, stat_emit_fn emit, void *ctx);
 void stats_render_items(struct server *srv, stat_emit_fn emit, void *ctx);
 void stats_render_slabs(struct server *srv, stat_emit_fn emit, void *ctx);
+/* "stats sizes": the histogram, or sizes_status disabled. */
+void stats_render_sizes(struct server *srv, stat_emit_fn emit, void *ctx);
 /* self: the connection asking, which memcached shows as conn_parse_cmd. */
 void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_fn emit, void *ctx);
 

@@ -247,6 +247,29 @@ void stats_render_slabs(struct server *srv, stat_emit_fn emit, void *ctx)
     free(t);
 }
 
+struct sizes_ctx {
+    stat_emit_fn emit;
+    void *ctx;
+};
+
+static void emit_size(void *arg, size_t size, uint64_t count)
+{
+    struct sizes_ctx *sc = arg;
+    char name[24];
+    snprintf(name, sizeof(name), "%zu", size);
+    emit_u64(sc->emit, sc->ctx, name, count);
+}
+
+void stats_render_sizes(struct server *srv, stat_emit_fn emit, void *ctx)
+{
+    if (!storage_sizes_enabled(srv->storage)) {
+        emit(ctx, "sizes_status", "disabled");
+        return;
+    }
+    struct sizes_ctx sc = {emit, ctx};
+    storage_sizes_visit(srv->storage, emit_size, &sc);
+}
+
 void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_fn emit, void *ctx)
 {
     rel_time_t now = clock_now(&srv->clock);

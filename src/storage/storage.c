@@ -117,6 +117,7 @@ int storage_create(struct storage **out, const struct storage_options *opts)
     }
     pthread_mutex_init(&st->page_lock, NULL);
     pthread_mutex_init(&st->flush_lock, NULL);
+    pthread_mutex_init(&st->sizes_lock, NULL);
     for (unsigned i = 0; i < STORAGE_STRIPES; i++) {
         pthread_mutex_init(&st->stripes[i].lock, NULL);
     }
@@ -137,6 +138,8 @@ void storage_destroy(struct storage **stp)
     }
     pthread_mutex_destroy(&st->page_lock);
     pthread_mutex_destroy(&st->flush_lock);
+    pthread_mutex_destroy(&st->sizes_lock);
+    free(st->sizes);
     free(st);
     *stp = NULL;
 }
@@ -284,6 +287,71 @@ void storage_release(struct storage *st, struct item **itp)
 
 /* ---- link and unlink --------------------------------------------------- */
 
+/* memcached's total for an item: the bucket "stats sizes" counts it in. */
+static size_t compat_total(const struct storage *st, const struct item *it)
+{
+    return 48 + (st->opts.use_cas ? 8 : 0) + it->nkey + 1 + (it->flags != 0 ? 4 : 0) + it->nbytes +
+           2;
+}
+
+static void sizes_count(struct storage *st, const struct item *it, bool add)
+{
+    if (!__atomic_load_n(&st->sizes_on, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    size_t b = compat_total(st, it) / 32;
+    if (b >= st->nsizes) {
+        b = st->nsizes - 1;
+    }
+    if (add) {
+        __atomic_fetch_add(&st->sizes[b], 1, __ATOMIC_RELAXED);
+    } else {
+        /* Items linked before the histogram was enabled are not in it. */
+        uint64_t v = __atomic_load_n(&st->sizes[b], __ATOMIC_RELAXED);
+        while (v > 0 && !__atomic_compare_exchange_n(&st->sizes[b], &v, v - 1, false,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    }
+}
+
+bool storage_sizes_enable(struct storage *st, bool on)
+{
+    pthread_mutex_lock(&st->sizes_lock);
+    if (on && st->sizes == NULL) {
+        st->nsizes = st->opts.item_size_max / 32 + 2;
+        st->sizes = calloc(st->nsizes, sizeof(*st->sizes));
+    }
+    bool ok = !on || st->sizes != NULL;
+    if (ok && on && !st->sizes_on) {
+        memset(st->sizes, 0, st->nsizes * sizeof(*st->sizes));
+    }
+    if (ok) {
+        __atomic_store_n(&st->sizes_on, on, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&st->sizes_lock);
+    return ok;
+}
+
+bool storage_sizes_enabled(const struct storage *st)
+{
+    return __atomic_load_n(&st->sizes_on, __ATOMIC_ACQUIRE);
+}
+
+void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, uint64_t count),
+                         void *ctx)
+{
+    pthread_mutex_lock(&st->sizes_lock);
+    if (st->sizes_on) {
+        for (size_t b = 0; b < st->nsizes; b++) {
+            uint64_t v = __atomic_load_n(&st->sizes[b], __ATOMIC_RELAXED);
+            if (v != 0) {
+                fn(ctx, b * 32, v);
+            }
+        }
+    }
+    pthread_mutex_unlock(&st->sizes_lock);
+}
+
 /* Links an unlinked item: new CAS, store time `now`, a reference for the
  * table. The caller holds the stripe lock of hv. */
 static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, rel_time_t now)
@@ -303,6 +371,7 @@ static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, r
     cls->mem_requested += item_total(it);
     cls->total_items++;
     pthread_mutex_unlock(&cls->lock);
+    sizes_count(st, it, true);
 }
 
 void item_unlink_cls_locked(struct storage *st, struct slab_class *cls, struct item *it,
@@ -313,6 +382,7 @@ void item_unlink_cls_locked(struct storage *st, struct slab_class *cls, struct i
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&cls->number, 1, __ATOMIC_RELAXED);
     cls->mem_requested -= item_total(it);
+    sizes_count(st, it, false);
     if (__atomic_sub_fetch(&it->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
         slab_free_locked(cls, it);
     }

@@ -427,6 +427,17 @@ unsigned storage_class_count(const struct storage *st);
 /* Fills `out` for class id 1..n; returns false for an unknown id. */
 bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,
                              struct storage_class_stats *out);
+/* memcached's "stats sizes": while enabled, linked items are counted per
+ * 32-byte bucket of memcached's item size (48-byte header, CAS, key + 1,
+ * flags when non-zero, value + 2). Enabling starts from zero; items linked
+ * before are not counted. storage_sizes_enable() returns false when out of
+ * memory. storage_sizes_visit() calls fn for each non-empty bucket, in
+ * ascending size, and nothing while disabled. */
+bool storage_sizes_enable(struct storage *st, bool on);
+bool storage_sizes_enabled(const struct storage *st);
+void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, uint64_t count),
+                         void *ctx);
+
 /* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
 void storage_reset_stats(struct storage *st);
 

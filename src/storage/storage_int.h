@@ -135,6 +135,12 @@ struct slab_class {
 
 struct storage {
     struct storage_options opts;
+    /* "stats sizes": linked items per 32-byte bucket of memcached's item
+     * size, counted while sizes_on; allocated at the first enable. */
+    uint64_t *sizes;
+    size_t nsizes;
+    bool sizes_on;
+    pthread_mutex_t sizes_lock; /* enable/disable only */
     size_t page_size;
     size_t item_max; /* largest item total, a multiple of 8 */
     unsigned nclasses;

@@ -445,8 +445,6 @@ FRESH_SCRIPTS = {
 
 # memstashd differences (bugs to fix); the tests flip to XPASS when fixed.
 KNOWN_DIFFERENCES = {
-    "stat_sizes_enable_disable": "memstashd does not know the sizes_enable/sizes_disable stats "
-                                 "groups (text protocol too)",
 }
 
 
