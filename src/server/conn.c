@@ -30,6 +30,8 @@
 #define WBUF_KEEP (64 * 1024) /* larger write buffers are freed once drained */
 #define RBUF_KEEP (64 * 1024)
 #define IOV_BATCH 512
+/* Replies held back while a binary request's body is swallowed, at most. */
+#define SWALLOW_HOLD_MAX (64 * 1024)
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -538,7 +540,8 @@ void conn_drive(struct conn *c)
         conn_close(c, "error");
         return;
     }
-    if (c->binary && c->state == CONN_SWALLOW && !c->peer_closed) {
+    if (c->binary && c->state == CONN_SWALLOW && !c->peer_closed &&
+        conn_out_pending(c) < SWALLOW_HOLD_MAX) {
         /* memcached answers a refused binary request only once the bytes it
          * discards have arrived; keep the replies until then. */
         set_events(c, EV_READ | EV_PERSIST);

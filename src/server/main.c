@@ -159,8 +159,9 @@ int main(int argc, char **argv)
     }
 
     /* Teardown, in reverse. */
-    listeners_close(&srv);
+    /* Workers first: their connections point at listener names. */
     workers_stop(&srv);
+    listeners_close(&srv);
     udp_close(&srv);
     background_stop(&srv);
     for (int i = 0; i < 4; i++) {

@@ -34,6 +34,10 @@
 #define UDP_MAX_PAYLOAD 1400 /* whole datagram, header included */
 #define UDP_READ_SIZE   65536
 #define UDP_BATCH       64 /* datagrams per readable event */
+/* Largest reply to one request datagram; a larger one (say, one datagram
+ * asking for the same big item thousands of times) is dropped rather than
+ * copied and sent: UDP replies must not amplify. */
+#define UDP_REPLY_MAX (2 * 1024 * 1024)
 
 struct udp_state {
     struct sockaddr_storage peer;
@@ -158,7 +162,7 @@ static void udp_send_message(struct conn *c, const struct udp_state *u, const ch
 static void udp_send_reply(struct conn *c, const struct udp_state *u)
 {
     size_t total = conn_out_pending(c);
-    if (total == 0 && c->nmarks == 0) {
+    if ((total == 0 && c->nmarks == 0) || total > UDP_REPLY_MAX) {
         return;
     }
     char *flat = malloc(total > 0 ? total : 1);

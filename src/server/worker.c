@@ -97,7 +97,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = w->conns;
     while (c != NULL) {
         struct conn *next = c->next;
-        if (c->state == CONN_NEW_CMD && c->rlen == 0 && c->nsegs == 0 &&
+        /* A UDP socket is not a client: it is never idle-kicked. */
+        if (!c->is_udp && c->state == CONN_NEW_CMD && c->rlen == 0 && c->nsegs == 0 &&
             now - c->last_cmd_time > (rel_time_t)timeout) {
             STAT_INCR(&w->stats, idle_kicks);
             conn_close(c, "idle_timeout");
@@ -119,6 +120,9 @@ int workers_start(struct server *srv)
     srv->workers = calloc(srv->nworkers, sizeof(struct worker));
     if (srv->workers == NULL) {
         return -1;
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].notify_fd = -1;
     }
     for (unsigned i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
