@@ -225,24 +225,14 @@ static void meta_ms(struct conn *c, const struct meta_request *req)
 {
     struct server *srv = srv_of(c);
     struct thread_stats *ts = &c->w->stats;
-    rel_time_t now = clock_now(&srv->clock);
-    uint64_t hv = storage_hash(req->key.p, req->key.len);
+    uint64_t hv;
     struct item *it = NULL;
-    int rc = storage_alloc(srv->storage, req->key.p, req->key.len, req->client_flags,
-                           clock_realtime(&srv->clock, req->ttl), req->data_len, now, &it);
+    /* ops_alloc counts the failure and drops the old value: 1.6.18 never
+     * leaves it behind after a failed ms, whatever the mode. */
+    int rc = ops_alloc(c, req->key.p, req->key.len, req->client_flags, req->ttl, req->data_len,
+                       true, &hv, &it);
     if (rc != STORAGE_OK) {
-        enum meta_error err = META_ERR_OOM_STORE;
-        if (rc == STORAGE_E2BIG) {
-            STAT_INCR(ts, store_too_large);
-            err = META_ERR_TOO_LARGE;
-        } else {
-            STAT_INCR(ts, store_no_memory);
-        }
-        /* A failed store never leaves the old value behind (1.6.18 drops it
-         * whatever the mode). */
-        bool found, mismatch;
-        storage_delete(srv->storage, req->key.p, req->key.len, hv, 0, now, &found, &mismatch, NULL);
-        ms_refuse(c, req, err);
+        ms_refuse(c, req, rc == STORAGE_E2BIG ? META_ERR_TOO_LARGE : META_ERR_OOM_STORE);
         return;
     }
     struct meta_pending *p = malloc(sizeof(*p));
