@@ -15,6 +15,7 @@
  */
 #include "client_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,8 +38,9 @@ struct dump_ctx {
     bool with_values;
     bool mgdump;
     bool stop;
-    int err;          /* MST_ENOMEM while collecting */
-    bool unsupported; /* a bare ERROR: no such facility */
+    int err;           /* MST_ENOMEM while collecting */
+    bool unsupported;  /* a bare ERROR: no such facility */
+    char refused[128]; /* the server's refusal (-X, crawler disabled), if any */
     struct dump_key *keys;
     size_t n, cap;
     /* Value fetch: keys [lo, hi) are in flight; next is the first not yet delivered. */
@@ -207,6 +209,13 @@ static int h_list(struct io_call *c, struct mst_server *srv, size_t idx, const s
         d->unsupported = true;
         return 1;
     }
+    /* Dumping switched off (-X, "lru_crawler disable"): not an error of the
+     * server, a facility it refuses. */
+    if ((n >= 5 && memcmp(p, "ERROR", 5) == 0 && memmem(p, n, "not allowed", 11) != NULL) ||
+        span_eq(p, n, "CLIENT_ERROR lru crawler disabled")) {
+        snprintf(d->refused, sizeof(d->refused), "%.*s", (int)(n > 100 ? 100 : n), p);
+        return 1;
+    }
     if ((n >= 5 && memcmp(p, "ERROR", 5) == 0) || (n >= 4 && memcmp(p, "BUSY", 4) == 0) ||
         (n >= 8 && memcmp(p, "BADCLASS", 8) == 0) ||
         (n >= 12 && memcmp(p, "CLIENT_ERROR", 12) == 0) ||
@@ -360,6 +369,9 @@ MST_API int mst_dump(struct mst *m, size_t i, bool with_values, mst_dump_cb cb, 
     }
     struct dump_ctx d = {.cb = cb, .arg = arg, .server = i, .with_values = with_values};
     int rc = list_items(m, i, &d, "lru_crawler metadump all\r\n");
+    if (rc == MST_OK && d.refused[0] != '\0') {
+        rc = mst_fail(m, MST_ENOTSUP, "%s refuses to dump: %s", m->servers[i]->name, d.refused);
+    }
     if (rc == MST_OK && d.unsupported) {
         d.unsupported = false;
         d.mgdump = true;

@@ -64,6 +64,8 @@ enum text_cmd {
     TEXT_CMD_CACHE_MEMLIMIT,
     /* A 2-letter m? command: mg ms md ma mn me; args in req->args. */
     TEXT_CMD_META,
+    /* "lru_crawler <sub> [arg]"; args in req->args, checked by the server. */
+    TEXT_CMD_LRU_CRAWLER,
 };
 
 /* The reply line for a rejected request, without "\r\n". */

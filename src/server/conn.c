@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 
+#include "dump.h"
 #include "log.h"
 #include "process.h"
 #include "process_binary.h"
@@ -120,6 +121,7 @@ void conn_close(struct conn *c, const char *reason)
     release_output(c);
     storage_release(srv->storage, &c->item);
     free(c->meta_pending);
+    dump_release(c);
     free_rbuf(c);
     free(c->wbuf);
     free(c->segs);
@@ -163,6 +165,7 @@ void conn_reset(struct conn *c)
     storage_release(c->w->srv->storage, &c->item);
     free(c->meta_pending);
     c->meta_pending = NULL;
+    dump_release(c);
     c->state = CONN_NEW_CMD;
     c->swallow = 0;
     c->rstart = c->rlen = 0;
@@ -462,6 +465,15 @@ bool conn_run(struct conn *c, bool *yielded)
     struct server *srv = c->w->srv;
     int budget = srv->settings->reqs_per_event;
     *yielded = false;
+    if (c->dump != NULL) {
+        /* A dump goes on alone, one stretch per drained output; requests
+         * pipelined behind it wait for its end. */
+        dump_continue(c);
+        if (c->dump != NULL) {
+            *yielded = true;
+            return true;
+        }
+    }
     while (!c->close_after_write) {
         if (c->state == CONN_NREAD) {
             if (c->rlen > 0 && c->item_done < c->item_need) {
@@ -528,6 +540,10 @@ bool conn_run(struct conn *c, bool *yielded)
          * never reads from the socket. */
         process_text(c, &req);
         consume(c, used);
+        if (c->dump != NULL) {
+            *yielded = true; /* dump_continue() runs on the next pass */
+            return true;
+        }
     }
     return true;
 }
@@ -591,7 +607,8 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
         conn_drive(c);
         return;
     }
-    ssize_t n = conn_read(c);
+    /* While a dump streams, requests behind it stay in the socket. */
+    ssize_t n = c->dump != NULL ? -2 : conn_read(c);
     if (n == -1) {
         conn_close(c, "error");
         return;

@@ -24,6 +24,7 @@
 struct worker;
 struct item;
 struct event;
+struct conn_dump;
 
 enum conn_state {
     CONN_NEW_CMD = 0, /* waiting for / parsing a command line */
@@ -72,8 +73,9 @@ struct conn {
     uint32_t item_need; /* value length + 2 (text), value length (binary) */
     uint8_t bin_opcode; /* the binary request the item belongs to */
     uint32_t bin_opaque;
-    uint64_t swallow;   /* bytes left to discard */
-    void *meta_pending; /* an ms awaiting its data block (process_meta.c); freed with free() */
+    uint64_t swallow;       /* bytes left to discard */
+    void *meta_pending;     /* an ms awaiting its data block (process_meta.c); freed with free() */
+    struct conn_dump *dump; /* a metadump/mgdump in progress (dump.c) */
 
     /* write side */
     char *wbuf;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dump.h"
 #include "log.h"
 #include "numparse.h"
 #include "ops.h"
@@ -288,6 +289,9 @@ static void process_stats(struct conn *c, const struct text_request *req)
             return;
         } else if (SUB_IS("conns")) {
             stats_render_conns(srv, c, emit_stat, c);
+        } else if (SUB_IS("cachedump")) {
+            dump_cachedump(c, req);
+            return;
         } else if (SUB_IS("detail")) {
             process_stats_detail(c, req->nargs > 2 ? &req->args[2] : NULL);
             return;
@@ -363,6 +367,9 @@ void process_text(struct conn *c, const struct text_request *req)
         break;
     case TEXT_CMD_META:
         process_meta(c, req);
+        break;
+    case TEXT_CMD_LRU_CRAWLER:
+        dump_lru_crawler(c, req);
         break;
     case TEXT_CMD_ERROR:
     default:

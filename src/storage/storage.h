@@ -438,6 +438,22 @@ bool storage_sizes_enabled(const struct storage *st);
 void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, uint64_t count),
                          void *ctx);
 
+/* ---- walking (dumps) ---------------------------------------------------- */
+
+/* Called for each live item under an internal lock: copy what is needed,
+ * and do not call back into the engine. */
+typedef void (*storage_walk_fn)(void *ctx, const struct item *it);
+/* The walk is split into storage_walk_parts() parts, 0..n-1, each visited
+ * under one short lock; visiting every part visits each item that stays
+ * stored throughout exactly once (items changing meanwhile may be missed).
+ * storage_walk() returns the number of items passed to fn. */
+unsigned storage_walk_parts(void);
+size_t storage_walk(struct storage *st, unsigned part, rel_time_t now, storage_walk_fn fn,
+                    void *ctx);
+/* Last access (store or hit) time, and whether it was read since stored. */
+rel_time_t storage_item_atime(const struct item *it);
+bool storage_item_fetched(const struct item *it);
+
 /* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
 void storage_reset_stats(struct storage *st);
 

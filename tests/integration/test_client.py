@@ -1224,7 +1224,8 @@ def test_tool_in_each_protocol(pool, proto):
 
 
 def test_tool_dump(server_factory):
-    """memcached has lru_crawler metadump; memstashd may not (exit 5, documented)."""
+    """memcached and memstashd list keys with lru_crawler metadump; the binary
+    protocol has no dump facility (exit 5, documented)."""
     require_tools()
     mc = server_factory(binary=REFERENCE_MEMCACHED)
     spec = "127.0.0.1:%d" % mc.port
@@ -1249,14 +1250,21 @@ def test_tool_dump(server_factory):
     assert run(["-n", "ns:", "set", "inner", "v"], spec)[0] == 0
     rows = run_json(["-n", "ns:", "dump"], spec)
     assert [(r["key"], r["value"]) for r in rows] == [("inner", "v")]
-    # memstashd without a dump facility: exit 5 and a message, the others still dumped.
+    # A pool of memcached and memstashd dumps both.
     ms = server_factory()
-    rc, out, err = run(["--json", "dump"], "%s,127.0.0.1:%d" % (spec, ms.port))
-    if rc == 5:
-        assert "no dump facility" in err
-        assert len(json.loads(out)) == len(items) + 1
-    else:  # memstashd learned to dump meanwhile
-        assert rc == 0
+    ms_spec = "127.0.0.1:%d" % ms.port
+    assert run(["-f", "3", "set", "on-ms", "v2"], ms_spec)[0] == 0
+    rc, out, err = run(["--json", "dump"], "%s,%s" % (spec, ms_spec))
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert len(rows) == len(items) + 2
+    mine = [r for r in rows if r["server"] == ms_spec]
+    assert [(r["key"], r["value"], r["flags"]) for r in mine] == [("on-ms", "v2", 3)]
+    # A memstashd started with -X refuses: exit 5 and a message, the others still dumped.
+    nodump = server_factory("-X")
+    rc, out, err = run(["--json", "dump"], "%s,127.0.0.1:%d" % (spec, nodump.port))
+    assert rc == 5 and "dump" in err
+    assert len(json.loads(out)) == len(items) + 1
 
 
 def test_tool_bench(pool):

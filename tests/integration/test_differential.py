@@ -419,6 +419,28 @@ SCRIPTS = {
                      b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
                      b"stats detail bogus\r\n"],
     "stats_reset": [b"stats reset\r\n"],
+    # --- dumps and the crawler (replies that do not depend on stored items) ------
+    "lru_crawler_args": [b"lru_crawler\r\n", b"lru_crawler foo\r\n", b"lru_crawler metadump\r\n",
+                         b"lru_crawler metadump 64\r\n", b"lru_crawler metadump 0\r\n",
+                         b"lru_crawler metadump 1,x\r\n", b"lru_crawler metadump all extra\r\n",
+                         b"lru_crawler crawl 64\r\n", b"lru_crawler crawl x\r\n",
+                         b"lru_crawler crawl all\r\n", b"lru_crawler crawl 1,2,3\r\n",
+                         b"lru_crawler crawl 63\r\n", b"lru_crawler crawl\r\n",
+                         b"lru_crawler enable x\r\n", b"lru_crawler sleep 2000000\r\n",
+                         b"lru_crawler sleep x\r\n", b"lru_crawler sleep -1\r\n",
+                         b"lru_crawler sleep 100\r\n", b"lru_crawler tocrawl x\r\n",
+                         b"lru_crawler tocrawl -1\r\n", b"lru_crawler tocrawl 0\r\n",
+                         # memcached drops what is pipelined behind a dump: read these quietly.
+                         Quiet(b"lru_crawler metadump 63\r\n"),
+                         Quiet(b"lru_crawler metadump ,63,\r\n"), b"version\r\n"],
+    "lru_crawler_toggle": [b"lru_crawler disable\r\n", b"lru_crawler disable\r\n",
+                           b"lru_crawler metadump all\r\n", b"lru_crawler crawl all\r\n",
+                           b"lru_crawler metadump 99\r\n", b"lru_crawler enable\r\n",
+                           b"lru_crawler enable\r\n", Quiet(b"lru_crawler metadump 63\r\n")],
+    "stats_cachedump_args": [b"stats cachedump\r\n", b"stats cachedump 1\r\n",
+                             b"stats cachedump 64 0\r\n", b"stats cachedump x y\r\n",
+                             b"stats cachedump -1 0\r\n", b"stats cachedump 1 -1\r\n",
+                             b"stats cachedump 63 0\r\n", b"stats cachedump 63 0 0\r\n"],
 }
 
 

@@ -233,7 +233,7 @@ static void test_http_probe(void **state)
     assert_int_equal(req.nkeys, 2);
     expect_err("delete / HTTP/1.1\r\n", TEXT_ERR_DELETE_USAGE, false);
     expect_err("got / HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
-    expect_err("lru_crawler HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
+    expect_cmd("lru_crawler HTTP/1.1\r\n", TEXT_CMD_LRU_CRAWLER, &req);
     expect_err("watch HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
     expect_err("lru x HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
     expect_cmd("version HTTP/1.1\r\n", TEXT_CMD_VERSION, &req);
@@ -667,15 +667,17 @@ static void test_meta_and_unknown(void **state)
     expect_err("m\r\n", TEXT_ERR_ERROR, false);
 
     /*
-     * Unknown or not yet served commands. On 1.6.18 slabs, lru_crawler, watch
-     * and extstore are real commands; memstash answers ERROR for now.
+     * Unknown or not yet served commands. On 1.6.18 slabs, watch and extstore
+     * are real commands; memstash answers ERROR for now.
      */
     expect_err("foo\r\n", TEXT_ERR_ERROR, false);
     expect_err("foo bar noreply\r\n", TEXT_ERR_ERROR, false);
     expect_err("slabs\r\n", TEXT_ERR_ERROR, false);
     expect_err("slabs reassign 1 2\r\n", TEXT_ERR_ERROR, false);
     expect_err("misbehave\r\n", TEXT_ERR_ERROR, false);
-    expect_err("lru_crawler crawl all\r\n", TEXT_ERR_ERROR, false);
+    expect_cmd("lru_crawler crawl all\r\n", TEXT_CMD_LRU_CRAWLER, &req);
+    assert_int_equal(req.nargs, 3);
+    assert_token(&req.args[2], "all");
     expect_err("watch\r\n", TEXT_ERR_ERROR, false);
     expect_err("extstore\r\n", TEXT_ERR_ERROR, false);
     expect_err("versions\r\n", TEXT_ERR_ERROR, false);

@@ -1,0 +1,71 @@
+/*
+ * walk.c - visiting every live item, for the dump commands ("lru_crawler
+ * metadump", "lru_crawler mgdump", "stats cachedump").
+ *
+ * The walk goes one hash stripe at a time. A stripe lock covers every
+ * bucket whose index has its low bits, in the current table and, while the
+ * table grows, in the old one too (see htab.c), and an item's bucket never
+ * leaves its stripe. So holding one stripe lock gives a stable view of
+ * exactly the items whose hash falls in that stripe, whatever the state of
+ * the growth, and walking the stripes 0..STORAGE_STRIPES-1 visits every
+ * item that stays linked during the whole walk exactly once. Items stored or
+ * removed while the walk is under way may or may not be seen, as with
+ * memcached's crawler.
+ *
+ * The callback runs under the stripe lock: it must copy what it needs and
+ * must not call back into the storage engine.
+ */
+#include "storage_int.h"
+
+unsigned storage_walk_parts(void)
+{
+    return STORAGE_STRIPES;
+}
+
+static size_t walk_chain(const struct storage *st, struct item *it, rel_time_t now,
+                         storage_walk_fn fn, void *ctx)
+{
+    size_t n = 0;
+    for (; it != NULL; it = it->h_next) {
+        if (item_state(st, it, now) != ITEM_ALIVE) {
+            continue;
+        }
+        fn(ctx, it);
+        n++;
+    }
+    return n;
+}
+
+size_t storage_walk(struct storage *st, unsigned part, rel_time_t now, storage_walk_fn fn,
+                    void *ctx)
+{
+    if (part >= STORAGE_STRIPES) {
+        return 0;
+    }
+    pthread_mutex_t *m = &st->stripes[part].lock;
+    pthread_mutex_lock(m);
+    size_t n = 0;
+    uint64_t size = (uint64_t)1 << st->ht_power;
+    for (uint64_t b = part; b < size; b += STORAGE_STRIPES) {
+        n += walk_chain(st, st->ht[b], now, fn, ctx);
+    }
+    if (st->ht_expanding) {
+        /* Buckets below ht_cursor have moved and are empty. */
+        uint64_t oldsize = (uint64_t)1 << st->ht_old_power;
+        for (uint64_t b = part; b < oldsize; b += STORAGE_STRIPES) {
+            n += walk_chain(st, st->ht_old[b], now, fn, ctx);
+        }
+    }
+    pthread_mutex_unlock(m);
+    return n;
+}
+
+rel_time_t storage_item_atime(const struct item *it)
+{
+    return __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+}
+
+bool storage_item_fetched(const struct item *it)
+{
+    return (item_iflags(it) & ITEM_FETCHED) != 0;
+}
