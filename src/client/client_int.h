@@ -71,6 +71,9 @@ struct mst_server {
     size_t pending;  /* replies still expected */
     int status;      /* MST_OK or the failure of this server in this call */
     bool conn_error; /* the failure happened before anything was sent */
+    /* A text multi-get being composed (ops.c): keys on its current line, lines. */
+    unsigned multi_keys;
+    unsigned multi_lines;
 };
 
 enum { META_UNKNOWN = 0, META_YES, META_NO };

@@ -144,6 +144,25 @@ static int count_item(void *arg, const char *key, size_t nkey, const char *data,
     return 0;
 }
 
+struct hits {
+    int n;
+    char keys[4][8];
+};
+
+static int record_item(void *arg, const char *key, size_t nkey, const char *data, size_t len,
+                       uint32_t flags, uint64_t cas)
+{
+    (void)data;
+    (void)cas;
+    struct hits *h = arg;
+    if (h->n < 4 && nkey < 8 && len == 1 && flags == 3) {
+        memcpy(h->keys[h->n], key, nkey);
+        h->keys[h->n][nkey] = '\0';
+    }
+    h->n++;
+    return 0;
+}
+
 static void test_meta_probe_then_meta(void **state)
 {
     (void)state;
@@ -154,8 +173,8 @@ static void test_meta_probe_then_meta(void **state)
         {"mg k v f c\r\n", 0, "VA 1 f5 c77\r\nv\r\n", 0},
         {"ms k 1 F5 C77\r\nw\r\n", 0, "EX\r\n", 0},
         {"ms k 1 MR\r\nw\r\n", 0, "NS\r\n", 0},
-        /* Multi-get: quiet, keys named back by their index (O). */
-        {"mg a v f q O0\r\nmg b v f q O1\r\nmn\r\n", 0, "VA 1 f3 O0\r\nx\r\nMN\r\n", 0},
+        /* Multi-get: text get lines even on meta, cheaper than an mg per key. */
+        {"get a b\r\n", 0, "VALUE a 3 1\r\nx\r\nEND\r\n", 0},
         {"ma n D3 N0 J10 v\r\n", 0, "VA 2\r\n10\r\n", 0},
         {"ma n MD v\r\n", 0, "NF\r\n", 0},
         {"mg k T5\r\n", 0, "EN\r\n", 0},
@@ -390,6 +409,53 @@ static void test_binary_wire(void **state)
     fake_finish(&f);
 }
 
+/* A multi-get of 150 keys on a meta connection: text lines of 100 keys at
+ * most, each answered by its own END, every hit delivered once. */
+static void test_multi_get_text_lines(void **state)
+{
+    (void)state;
+    enum { NK = 150 };
+    static char names[NK][8];
+    const char *keys[NK];
+    size_t nkeys[NK];
+    static char req[NK * 8 + 64], rep[256];
+    size_t nreq = 0;
+    for (int i = 0; i < NK; i++) {
+        snprintf(names[i], sizeof(names[i]), "k%d", i);
+        keys[i] = names[i];
+        nkeys[i] = strlen(names[i]);
+        if (i % 100 == 0) {
+            nreq += (size_t)snprintf(req + nreq, sizeof(req) - nreq, "%sget", i ? "\r\n" : "");
+        }
+        nreq += (size_t)snprintf(req + nreq, sizeof(req) - nreq, " %s", names[i]);
+    }
+    nreq += (size_t)snprintf(req + nreq, sizeof(req) - nreq, "\r\n");
+    /* k5 hits in the first line's reply, k120 in the second's. */
+    snprintf(rep, sizeof(rep), "VALUE k5 3 1\r\nx\r\nEND\r\nVALUE k120 3 1\r\ny\r\nEND\r\n");
+    const struct step steps[] = {
+        {"mn\r\nget k\r\n", 0, "MN\r\nEND\r\n", 0},
+        {req, nreq, rep, 0},
+        {"mg k v f\r\n", 0, "EN\r\n", 0},
+    };
+    struct fake f;
+    fake_start(&f, steps, sizeof(steps) / sizeof(steps[0]));
+    struct mst *m = handle_for(&f, MST_PROTO_META);
+    struct mst_value v;
+    enum mst_outcome out;
+    assert_int_equal(mst_get(m, S("k"), &v, &out), MST_OK);
+    assert_int_equal(mst_server_protocol(m, 0), MST_PROTO_META);
+    struct hits h = {0};
+    assert_int_equal(mst_get_multi(m, keys, nkeys, NK, false, record_item, &h), MST_OK);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.keys[0], "k5");
+    assert_string_equal(h.keys[1], "k120");
+    /* The connection is in sync afterwards, and still speaks meta. */
+    assert_int_equal(mst_get(m, S("k"), &v, &out), MST_OK);
+    assert_int_equal(out, MST_MISS);
+    mst_destroy(&m);
+    fake_finish(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -399,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_quiet_replies_are_skipped),
         cmocka_unit_test(test_lease_states),
         cmocka_unit_test(test_binary_wire),
+        cmocka_unit_test(test_multi_get_text_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
