@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"
+#include "restart.h"
 #include "prefix_stats.h"
 #include "server.h"
 #include "settings.h"
@@ -107,6 +108,14 @@ int main(int argc, char **argv)
     if (rc == 0 && settings.track_sizes) {
         storage_sizes_enable(srv.storage, true);
     }
+    if (rc == 0 && settings.memory_file != NULL) {
+        struct restart_result r;
+        rc = restart_load(&srv, settings.memory_file, &r) == 0 ? 0 : EX_OSERR;
+        if (rc == 0 && srv.verbose > 0) {
+            log_msg(LOG_INFO, "warm restart: %zu items restored, %zu expired, %zu dropped",
+                    r.restored, r.expired, r.dropped);
+        }
+    }
     if (rc == 0) {
         srv.registry_size = settings.maxconns + (int)srv.counters.reserved_fds + 64;
         srv.registry = calloc((size_t)srv.registry_size, sizeof(*srv.registry));
@@ -164,6 +173,15 @@ int main(int argc, char **argv)
     listeners_close(&srv);
     udp_close(&srv);
     background_stop(&srv);
+    if (rc == 0 && settings.memory_file != NULL && srv.shutdown_mode == 2) {
+        /* A graceful stop (SIGUSR1, "shutdown graceful") keeps the cache. */
+        size_t saved = 0;
+        if (restart_save(&srv, settings.memory_file, &saved) != 0) {
+            rc = EX_IOERR;
+        } else if (srv.verbose > 0) {
+            log_msg(LOG_INFO, "warm restart: %zu items saved to %s", saved, settings.memory_file);
+        }
+    }
     for (int i = 0; i < 4; i++) {
         if (signals[i] != NULL) {
             event_free(signals[i]);

@@ -598,9 +598,8 @@ static int validate(struct settings *s)
         fprintf(stderr, "This server is not built with SASL support.\n");
         return EX_USAGE;
     }
-    if (s->auth_file != NULL || s->memory_file != NULL) {
-        fprintf(stderr, "%s is not supported by this build yet.\n",
-                s->auth_file != NULL ? "-Y (ascii auth)" : "-e (memory file)");
+    if (s->auth_file != NULL) {
+        fprintf(stderr, "-Y (ascii auth) is not supported by this build yet.\n");
         return EX_USAGE;
     }
     return 0;

@@ -454,6 +454,13 @@ size_t storage_walk(struct storage *st, unsigned part, rel_time_t now, storage_w
 rel_time_t storage_item_atime(const struct item *it);
 bool storage_item_fetched(const struct item *it);
 
+/* Links `it` (from storage_alloc, value filled in) as a set would, then
+ * gives it CAS value `cas` (a warm restart keeps CAS values); later CAS
+ * values are larger. *stored is false when it could not be linked. The
+ * caller keeps and releases its reference. */
+int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t hv, rel_time_t now,
+                    bool *stored);
+
 /* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
 void storage_reset_stats(struct storage *st);
 

@@ -69,3 +69,32 @@ bool storage_item_fetched(const struct item *it)
 {
     return (item_iflags(it) & ITEM_FETCHED) != 0;
 }
+
+/* ---- restoring saved items --------------------------------------------- */
+
+int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t hv, rel_time_t now,
+                    bool *stored)
+{
+    enum storage_store_outcome out = STORAGE_NOT_STORED;
+    *stored = false;
+    int rc = storage_store(st, it, STORAGE_SET, 0, hv, now, &out, NULL);
+    if (rc != 0 || out != STORAGE_STORED) {
+        return rc;
+    }
+    *stored = true;
+    if (cas == 0 || !st->opts.use_cas) {
+        return 0;
+    }
+    pthread_mutex_t *m = stripe_lock_of(st, hv);
+    pthread_mutex_lock(m);
+    if (item_iflags(it) & ITEM_LINKED) {
+        __atomic_store_n(&it->cas, cas, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(m);
+    /* CAS values handed out from now on stay above every restored one. */
+    uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+    while (next <= cas && !__atomic_compare_exchange_n(&st->next_cas, &next, cas + 1, false,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return 0;
+}
