@@ -1,7 +1,7 @@
 /*
  * main.c - the memstash command-line tool: one binary with subcommands
  * (get, set, add, replace, delete, touch, incr, decr, stats, flush, version,
- * ping, locate, dump, bench) over libmemstash. It parses options, configures
+ * ping, locate, dump, bench, top) over libmemstash. It parses options, configures
  * a handle, runs one command and maps the result to an exit code; the
  * library (and bench.c for the load generator) does the rest.
  */
@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "top.h"
 #include "memstash/memstash.h"
 
 /* Exit codes (documented in --help). */
@@ -47,6 +48,9 @@ static const char usage_text[] =
     "                             metadump/mgdump); --keys-only skips the values\n"
     "  bench                      load generator: progress every second, then ops/s and\n"
     "                             a latency histogram (p50/p90/p99/p99.9); see below\n"
+    "  top                        live view of every server, refreshed every second:\n"
+    "                             ops/s by command, hit ratio, memory, items, evictions,\n"
+    "                             connections (--interval MS, --count FRAMES, --json)\n"
     "\n"
     "options:\n"
     "  -s, --servers LIST         servers: host[:port[:weight]], [v6]:port, /unix/path,\n"
@@ -112,6 +116,7 @@ struct opts {
     const char *protocol;
     bool json;
     bool keys_only;
+    unsigned interval_ms; /* top */
     struct bench_opts bench;
 };
 
@@ -860,6 +865,7 @@ enum {
     OPT_KEYS,
     OPT_ZIPF,
     OPT_NO_PREFILL,
+    OPT_INTERVAL,
 };
 
 static bool parse_double(const char *s, double lo, double hi, double *out)
@@ -956,6 +962,7 @@ int main(int argc, char **argv)
         {"keys", required_argument, NULL, OPT_KEYS},
         {"zipf", required_argument, NULL, OPT_ZIPF},
         {"no-prefill", no_argument, NULL, OPT_NO_PREFILL},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -1035,6 +1042,12 @@ int main(int argc, char **argv)
         case OPT_KEYS_ONLY:
             o.keys_only = true;
             break;
+        case OPT_INTERVAL:
+            if (!parse_u64(optarg, &v) || v < 10 || v > 3600000) {
+                return usage_error("bad interval: %s", optarg);
+            }
+            o.interval_ms = (unsigned)v;
+            break;
         case 'j':
             o.json = true;
             break;
@@ -1055,6 +1068,10 @@ int main(int argc, char **argv)
     }
     if (count_given && !time_given) {
         o.bench.seconds = 0; /* --count alone bounds the run */
+    }
+    bool top = optind < argc && strcmp(argv[optind], "top") == 0;
+    if (top && time_given) {
+        return usage_error("top takes --interval and --count, not %s", "--time");
     }
     if (optind < argc && strcmp(argv[optind], "bench") == 0 && o.bench.seconds == 0 &&
         o.bench.count == 0) {
@@ -1099,6 +1116,9 @@ int main(int argc, char **argv)
             code = cmd_dump(m, &o, nargs, args);
         } else if (strcmp(cmd, "bench") == 0) {
             code = cmd_bench(m, &o, nargs, args);
+        } else if (top) {
+            struct top_opts t = {o.interval_ms, count_given ? o.bench.count : 0, o.json};
+            code = nargs ? usage_error("top takes no arguments: %s", args[0]) : top_run(m, &t);
         } else {
             code = usage_error("unknown command: %s", cmd);
         }

@@ -1267,6 +1267,60 @@ def test_tool_dump(server_factory):
     assert len(json.loads(out)) == len(items) + 1
 
 
+def test_tool_top(server_factory):
+    """top: per-interval rates from stats deltas, a down server shown as such."""
+    require_tools()
+    srv = server_factory()
+    spec = "127.0.0.1:%d,127.0.0.1:1" % srv.port  # port 1: nothing listens
+    env = dict(os.environ)
+    env.pop("MEMSTASH_SERVERS", None)
+    p = subprocess.Popen([CLI, "-s", spec, "--json", "top", "--count", "3", "--interval", "700"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        time.sleep(0.3)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        s.sendall(b"".join(b"set top%d 0 0 1 noreply\r\nx\r\n" % i for i in range(500)))
+        s.sendall(b"".join(b"get top%d\r\n" % i for i in range(400, 700)))
+        for _ in range(300):
+            line = f.readline()
+            if line.startswith(b"VALUE"):
+                f.readline()
+                f.readline()
+            assert line.startswith((b"VALUE", b"END"))
+        s.close()
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert sanitizer_report(err.decode()) is None
+    frames = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(frames) == 3
+    sets = gets = hits = 0.0
+    for fr in frames:
+        up, down = fr["servers"]
+        assert up["up"] is True and down == {"server": "127.0.0.1:1", "up": False}
+        sets += up["set_per_s"] * fr["interval_s"]
+        g = up["get_per_s"] * fr["interval_s"]
+        gets += g
+        if up["hit_ratio"] is not None:
+            hits += g * up["hit_ratio"]
+        assert fr["total"]["items"] == up["items"]
+    assert abs(sets - 500) < 3 and abs(gets - 300) < 3 and abs(hits - 100) < 3
+    assert frames[-1]["servers"][0]["items"] == 500
+    assert frames[-1]["servers"][0]["connections"] >= 1
+    # The text view: a header, the servers and the total.
+    rc, text, _ = run(["top", "--count", "1", "--interval", "100"], spec)
+    assert rc == 0
+    assert "GET/s" in text and "127.0.0.1:1" in text and "down" in text and "total" in text
+    assert run(["top", "extra"], spec)[0] == EXIT_USAGE
+    assert run(["top", "--interval", "5"], spec)[0] == EXIT_USAGE
+    # No server answers: exit 3.
+    assert run(["top", "--count", "1", "--interval", "100"], "127.0.0.1:1")[0] == 3
+
+
 def test_tool_bench(pool):
     s = pool.spec
     # Bounded by --count, machine-readable.
