@@ -43,7 +43,8 @@ static const char usage_text[] =
     "  flush [DELAY]              flush_all on every server\n"
     "  version                    version of every server\n"
     "  ping                       check that every server answers\n"
-    "  locate KEY...              which server holds each key (no I/O)\n"
+    "  locate KEY...              which server holds each key (no I/O); KEY '-' reads\n"
+    "                             keys from standard input, one per line\n"
     "  dump                       list every server's keys and values (lru_crawler\n"
     "                             metadump/mgdump); --keys-only skips the values\n"
     "  bench                      load generator: progress every second, then ops/s and\n"
@@ -609,6 +610,32 @@ static int cmd_version_ping(struct mst *m, const struct opts *o, bool ping, int 
     return code;
 }
 
+/* One key of `locate`: prints its row and folds its exit code into *code. */
+static void locate_one(struct mst *m, const struct opts *o, const char *key, bool first, int *code)
+{
+    size_t idx = 0;
+    int rc = mst_locate(m, key, strlen(key), &idx);
+    if (o->json) {
+        printf("%s{\"key\": ", first ? "" : ", ");
+        json_cstr(stdout, key);
+        if (rc == MST_OK) {
+            printf(", \"index\": %zu, \"server\": ", idx);
+            json_cstr(stdout, mst_server_name(m, idx));
+        } else {
+            printf(", \"index\": null, \"server\": null, \"error\": ");
+            json_cstr(stdout, mst_strerror(rc));
+        }
+        printf("}");
+    } else if (rc == MST_OK) {
+        printf("%s %s\n", key, mst_server_name(m, idx));
+    }
+    if (rc != MST_OK) {
+        int c = report_failure(m, key, rc);
+        *code = *code > c ? *code : c;
+    }
+}
+
+/* locate KEY... or locate - (keys from standard input, one per line). */
 static int cmd_locate(struct mst *m, const struct opts *o, int argc, char **argv)
 {
     if (argc < 1) {
@@ -618,26 +645,22 @@ static int cmd_locate(struct mst *m, const struct opts *o, int argc, char **argv
     if (o->json) {
         printf("[");
     }
-    for (int i = 0; i < argc; i++) {
-        size_t idx = 0;
-        int rc = mst_locate(m, argv[i], strlen(argv[i]), &idx);
-        if (o->json) {
-            printf("%s{\"key\": ", i ? ", " : "");
-            json_cstr(stdout, argv[i]);
-            if (rc == MST_OK) {
-                printf(", \"index\": %zu, \"server\": ", idx);
-                json_cstr(stdout, mst_server_name(m, idx));
-            } else {
-                printf(", \"index\": null, \"server\": null, \"error\": ");
-                json_cstr(stdout, mst_strerror(rc));
+    if (argc == 1 && strcmp(argv[0], "-") == 0) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        bool first = true;
+        while ((n = getline(&line, &cap, stdin)) >= 0) {
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
+                line[--n] = '\0';
             }
-            printf("}");
-        } else if (rc == MST_OK) {
-            printf("%s %s\n", argv[i], mst_server_name(m, idx));
+            locate_one(m, o, line, first, &code);
+            first = false;
         }
-        if (rc != MST_OK) {
-            int c = report_failure(m, argv[i], rc);
-            code = code > c ? code : c;
+        free(line);
+    } else {
+        for (int i = 0; i < argc; i++) {
+            locate_one(m, o, argv[i], i == 0, &code);
         }
     }
     if (o->json) {
