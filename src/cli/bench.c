@@ -18,76 +18,9 @@
 
 #include "memstash/memstash.h"
 
-#define SUB_BITS 4
-#define SUB      (1u << SUB_BITS)
-#define NBUCKETS (64 * SUB)
-#define KEY_MAX  32
+#include "hist.h"
 
-struct hist {
-    uint64_t n[NBUCKETS];
-    uint64_t max;
-};
-
-static unsigned bucket_of(uint64_t v)
-{
-    if (v < SUB) {
-        return (unsigned)v;
-    }
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned sub = (unsigned)(v >> (msb - SUB_BITS)) & (SUB - 1);
-    return (msb - SUB_BITS + 1) * SUB + sub;
-}
-
-/* The largest value that falls into bucket b. */
-static uint64_t bucket_top(unsigned b)
-{
-    if (b < SUB) {
-        return b;
-    }
-    unsigned msb = b / SUB + SUB_BITS - 1;
-    uint64_t sub = b % SUB;
-    uint64_t base = ((uint64_t)SUB + sub) << (msb - SUB_BITS);
-    return base + ((uint64_t)1 << (msb - SUB_BITS)) - 1;
-}
-
-static void hist_add(struct hist *h, uint64_t ns)
-{
-    h->n[bucket_of(ns)]++;
-    if (ns > h->max) {
-        h->max = ns;
-    }
-}
-
-static uint64_t hist_total(const struct hist *h)
-{
-    uint64_t t = 0;
-    for (unsigned b = 0; b < NBUCKETS; b++) {
-        t += h->n[b];
-    }
-    return t;
-}
-
-/* The value at quantile q (0..1), as the top of its bucket (capped at the max seen). */
-static uint64_t hist_quantile(const struct hist *h, double q)
-{
-    uint64_t total = hist_total(h);
-    if (total == 0) {
-        return 0;
-    }
-    uint64_t rank = (uint64_t)ceil(q * (double)total);
-    if (rank == 0) {
-        rank = 1;
-    }
-    uint64_t seen = 0;
-    for (unsigned b = 0; b < NBUCKETS; b++) {
-        seen += h->n[b];
-        if (seen >= rank) {
-            uint64_t top = bucket_top(b);
-            return top < h->max ? top : h->max;
-        }
-    }
-    return h->max;
-}
+#define KEY_MAX 32
 
 struct shared {
     const struct bench_opts *o;
@@ -252,6 +185,8 @@ void bench_defaults(struct bench_opts *o)
     o->connections = 4;
     o->keys = 10000;
     o->prefill = true;
+    o->pipeline = 1;
+    o->key_size = 32;
 }
 
 bool bench_parse_ratio(const char *s, unsigned *get, unsigned *set)

@@ -30,6 +30,12 @@ struct bench_opts {
     double zipf;          /* exponent; 0: uniform */
     bool prefill;         /* set every key before measuring */
     bool json;
+    /* The epoll engine (loadgen.h) runs when threads > 0. */
+    unsigned threads;     /* client threads; the connections are spread over them */
+    unsigned pipeline;    /* requests in flight per connection (default 1) */
+    double rate;          /* offered ops/s over all threads; 0: closed loop */
+    size_t key_size;      /* bytes per key (default 32) */
+    const char *cdf_path; /* write the latency CDF here */
 };
 
 /* Defaults: 10 s, 9:1, multi 1, 100 B, 4 connections, 10000 keys, uniform, prefill. */

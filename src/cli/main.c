@@ -15,6 +15,7 @@
 
 #include "bench.h"
 #include "top.h"
+#include "loadgen.h"
 #include "memstash/memstash.h"
 
 /* Exit codes (documented in --help). */
@@ -92,6 +93,14 @@ static const char usage_text[] =
     "      --keys N               key space (default 10000)\n"
     "      --zipf S               Zipf popularity with exponent S (default 0: uniform)\n"
     "      --no-prefill           do not store every key before measuring\n"
+    "      --threads N            the epoll engine: N client threads share the connections\n"
+    "                             and speak --protocol text (default), meta or binary to\n"
+    "                             the first server; reports the client's CPU per op\n"
+    "      --pipeline N           epoll engine: requests in flight per connection (1)\n"
+    "      --rate OPS             epoll engine: open loop at OPS requests/s in all, latency\n"
+    "                             counted from when each request was due (default: closed)\n"
+    "      --key-size BYTES       epoll engine: key length (default 32)\n"
+    "      --cdf FILE             epoll engine: write the latency CDF (us fraction) to FILE\n"
     "\n"
     "exit codes:\n"
     "  0  success\n"
@@ -774,6 +783,9 @@ static int cmd_bench(struct mst *m, const struct opts *o, int argc, char **argv)
     }
     struct bench_opts b = o->bench;
     b.json = o->json;
+    if (b.threads > 0) {
+        return loadgen_run(o->servers, o->protocol, &b);
+    }
     return bench_run(m, &b);
 }
 
@@ -889,6 +901,11 @@ enum {
     OPT_ZIPF,
     OPT_NO_PREFILL,
     OPT_INTERVAL,
+    OPT_THREADS,
+    OPT_PIPELINE,
+    OPT_RATE,
+    OPT_KEY_SIZE,
+    OPT_CDF,
 };
 
 static bool parse_double(const char *s, double lo, double hi, double *out)
@@ -949,6 +966,29 @@ static int bench_option(struct bench_opts *b, int c, const char *arg)
     case OPT_NO_PREFILL:
         b->prefill = false;
         return 0;
+    case OPT_THREADS:
+        if (!parse_u64(arg, &v) || v == 0 || v > 256) {
+            return usage_error("bad --threads: %s", arg);
+        }
+        b->threads = (unsigned)v;
+        return 0;
+    case OPT_PIPELINE:
+        if (!parse_u64(arg, &v) || v == 0 || v > 4096) {
+            return usage_error("bad --pipeline: %s", arg);
+        }
+        b->pipeline = (unsigned)v;
+        return 0;
+    case OPT_RATE:
+        return parse_double(arg, 0, 1e9, &b->rate) ? 0 : usage_error("bad --rate: %s", arg);
+    case OPT_KEY_SIZE:
+        if (!parse_u64(arg, &v) || v < 8 || v > 250) {
+            return usage_error("bad --key-size (8 to 250): %s", arg);
+        }
+        b->key_size = (size_t)v;
+        return 0;
+    case OPT_CDF:
+        b->cdf_path = arg;
+        return 0;
     default:
         return -1;
     }
@@ -986,6 +1026,11 @@ int main(int argc, char **argv)
         {"zipf", required_argument, NULL, OPT_ZIPF},
         {"no-prefill", no_argument, NULL, OPT_NO_PREFILL},
         {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"pipeline", required_argument, NULL, OPT_PIPELINE},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"key-size", required_argument, NULL, OPT_KEY_SIZE},
+        {"cdf", required_argument, NULL, OPT_CDF},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
