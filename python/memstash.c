@@ -2291,16 +2291,43 @@ static PyObject *Client_set_multi(Client *self, PyObject *const *args, Py_ssize_
             Py_CLEAR(failed);
             goto out;
         }
+        struct mst_item *items = PyMem_Malloc(nms * sizeof(*items));
+        enum mst_outcome *outs = PyMem_Malloc(nms * sizeof(*outs));
+        size_t *which = PyMem_Malloc(nms * sizeof(*which));
+        if (!items || !outs || !which) {
+            PyMem_Free(items);
+            PyMem_Free(outs);
+            PyMem_Free(which);
+            lease_give(self, &l);
+            Py_CLEAR(failed);
+            PyErr_NoMemory();
+            goto out;
+        }
+        size_t ni = 0;
+        for (size_t j = 0; j < nms; j++) {
+            if (mk[ms[j].idx].hash && tuple_route) {
+                continue;
+            }
+            struct mset *m = &ms[j];
+            items[ni] = (struct mst_item){m->key,           m->nkey,    m->e.data,
+                                          (size_t)m->e.len, m->e.flags, exptime};
+            which[ni++] = j;
+        }
         {
             PyThreadState *ts = PyEval_SaveThread();
             if (nr) {
                 mst_set_noreply(l.h, true);
             }
-            for (size_t j = 0; j < nms; j++) {
-                if (mk[ms[j].idx].hash && tuple_route) {
+            /* All keys in one pipelined round; what it could not place (a server
+             * failed: its keys fail over) is retried one by one. */
+            int mrc = mst_set_multi(l.h, items, ni, outs, NULL);
+            for (size_t k = 0; k < ni; k++) {
+                struct mset *m = &ms[which[k]];
+                if (nr ? mrc == MST_OK : (outs[k] == MST_STORED || outs[k] == MST_NOT_STORED)) {
+                    m->rc = MST_OK;
+                    m->outcome = outs[k];
                     continue;
                 }
-                struct mset *m = &ms[j];
                 m->rc = mst_set(l.h, m->key, m->nkey, m->e.data, (size_t)m->e.len, m->e.flags,
                                 exptime, &m->outcome);
             }
@@ -2310,6 +2337,9 @@ static PyObject *Client_set_multi(Client *self, PyObject *const *args, Py_ssize_
             PyEval_RestoreThread(ts);
         }
         lease_give(self, &l);
+        PyMem_Free(items);
+        PyMem_Free(outs);
+        PyMem_Free(which);
     }
     for (size_t j = 0; j < nms; j++) {
         struct mset *m = &ms[j];
