@@ -1,7 +1,8 @@
 # Type stubs for the memstash C extension (python/memstash.c): a drop-in for
 # python-memcached 1.59's memcache.Client, plus cached() and invalidate().
 import pickle
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import (Any, Callable, Dict, Hashable, Iterable, List, Mapping, NoReturn, Optional,
+                    Tuple, TypeVar, Union)
 
 _T = TypeVar("_T")
 _Key = Union[str, bytes, Tuple[int, Union[str, bytes]]]
@@ -25,7 +26,7 @@ class MemcachedStringEncodingError(Exception): ...
 
 def cmemcache_hash(key: bytes) -> int: ...
 def serverHashFunction(key: bytes) -> int: ...
-def useOldServerHashFunction() -> None: ...
+def useOldServerHashFunction() -> NoReturn: ...  # raises NotImplementedError
 
 class Client:
     MemcachedKeyError = MemcachedKeyError
