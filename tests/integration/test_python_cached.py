@@ -340,10 +340,11 @@ def test_gil_is_released_during_io(memstash):
         busy = time.monotonic() - t0
         t.join(10)
         assert out["value"] is None and out["took"] >= 1.4
-        # Held GIL: this loop could not run until get() returned. Released: it ran
-        # for about a second, at well over 10^5 iterations a second.
+        # Held GIL: this loop could not run until get() returned (a couple of
+        # iterations at most). Released: it ran for about a second, at some 10^5
+        # to 10^6 iterations a second even on a loaded or sanitizer run.
         assert busy >= 1.0
-        assert count > 100000, count
+        assert count > 1000, count
     finally:
         kill_pid(proc.pid)
         proc.wait(10)
