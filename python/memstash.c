@@ -311,7 +311,8 @@ typedef struct {
     size_t nbuckets;
     struct mst *tmpl; /* every server with weight >= 1, placement as python-memcached */
     struct hpool pool;
-    unsigned long gen; /* bumped when the server list or its state is reset */
+    struct hpool mpool; /* meta-protocol clones of tmpl, for cached() */
+    unsigned long gen;  /* bumped when the server list or its state is reset */
     enum mst_distribution dist;
     /* Options. */
     unsigned timeout_ms;
@@ -1362,6 +1363,252 @@ static PyObject *Client_gets(Client *self, PyObject *const *args, Py_ssize_t nar
 
 /* ---- Delete, touch, incr/decr ----------------------------------------- */
 
+/* ---- cached(): cache-aside without stampedes (meta leases) ------------- */
+
+/*
+ * cached() and invalidate() need the meta protocol (mg N/W/Z/X, ms C I,
+ * md I), so they run on handles of their own, cloned from the template
+ * with the protocol switched to meta; the other methods keep the text
+ * protocol python-memcached speaks.
+ */
+static int meta_take(Client *self, struct lease *l)
+{
+    if (lease_take(self, &self->mpool, self->tmpl, l) < 0) {
+        return -1;
+    }
+    if (mst_get_protocol(l->h) != MST_PROTO_META && mst_set_protocol(l->h, MST_PROTO_META) != 0) {
+        mst_destroy(&l->h);
+        PyErr_SetString(PyExc_ValueError, "libmemstash refused the meta protocol");
+        return -1;
+    }
+    return 0;
+}
+
+/* Sleeps ms milliseconds without the GIL. */
+static void sleep_nogil(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    PyThreadState *ts_py = PyEval_SaveThread();
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    PyEval_RestoreThread(ts_py);
+}
+
+struct lease_op {
+    const char *key;
+    size_t nkey;
+    uint32_t lease_ttl;
+    uint32_t recache_below;
+    int rc;
+    enum mst_lease state;
+    struct mst_value val;
+};
+
+static PyObject *Client_cached(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"key",        "loader",       "time", "min_compress_len",
+                                        "lease_time", "recache_below"};
+    PyObject *a[6];
+    if (parse_args("cached", args, nargs, kwnames, names, 6, 2, a) < 0) {
+        return NULL;
+    }
+    PyObject *loader = a[1];
+    if (!PyCallable_Check(loader)) {
+        PyErr_SetString(PyExc_TypeError, "cached() loader must be callable");
+        return NULL;
+    }
+    unsigned long lease_ttl = 30, recache = 0;
+    if (a[4] && a[4] != Py_None) {
+        lease_ttl = PyLong_AsUnsignedLong(a[4]);
+        if (PyErr_Occurred() || lease_ttl == 0 || lease_ttl > INT32_MAX) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "lease_time must be 1..2**31-1 seconds");
+            return NULL;
+        }
+    }
+    if (a[5] && a[5] != Py_None) {
+        recache = PyLong_AsUnsignedLong(a[5]);
+        if (PyErr_Occurred() || recache > INT32_MAX) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "recache_below must be 0..2**31-1 seconds");
+            return NULL;
+        }
+    }
+    int32_t exptime;
+    bool in_range;
+    if (exptime_of(a[2], &exptime, &in_range) < 0) {
+        return NULL;
+    }
+    if (!in_range) {
+        PyErr_SetString(PyExc_ValueError, "time is out of range");
+        return NULL;
+    }
+    struct keyinfo ki;
+    PyObject *holder;
+    if (key_prepare(self, a[0], &ki, &holder) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (ki.hash) {
+        PyErr_SetString(PyExc_TypeError, "cached() does not take (hash, key) tuple keys");
+        goto out;
+    }
+    if (ki.too_long) {
+        result = PyObject_CallNoArgs(loader);
+        goto out;
+    }
+    struct lease_op op = {.key = ki.p,
+                          .nkey = (size_t)ki.n,
+                          .lease_ttl = (uint32_t)lease_ttl,
+                          .recache_below = (uint32_t)recache};
+    /* A loser waits for the winner at most the lease's lifetime (plus a second). */
+    double deadline = now_mono() + (double)lease_ttl + 1.0;
+    unsigned backoff_ms = 1;
+    for (;;) {
+        struct lease l;
+        if (meta_take(self, &l) < 0) {
+            goto out;
+        }
+        {
+            PyThreadState *ts = PyEval_SaveThread();
+            op.rc = mst_lease_get(l.h, op.key, op.nkey, op.lease_ttl, op.recache_below, &op.val,
+                                  &op.state);
+            PyEval_RestoreThread(ts);
+        }
+        lease_give(self, &l);
+        if (op.rc != MST_OK) {
+            /* No server (or no meta): compute, as a miss with the cache down would. */
+            mst_value_clear(&op.val);
+            result = PyObject_CallNoArgs(loader);
+            goto out;
+        }
+        if (op.state == MST_LEASE_HIT || op.state == MST_LEASE_STALE) {
+            result = decode_value(self, op.val.data, op.val.len, op.val.flags);
+            mst_value_clear(&op.val);
+            goto out;
+        }
+        if (op.state == MST_LEASE_WON) {
+            break;
+        }
+        /* MST_LEASE_WAIT: someone else computes it; re-read after a bounded backoff. */
+        mst_value_clear(&op.val);
+        if (now_mono() >= deadline) {
+            result = PyObject_CallNoArgs(loader);
+            goto out;
+        }
+        sleep_nogil(backoff_ms);
+        backoff_ms = backoff_ms * 2 > 50 ? 50 : backoff_ms * 2;
+    }
+    /* This caller won the lease: compute and store. */
+    uint64_t token = op.val.cas;
+    bool placeholder = op.val.data == NULL;
+    mst_value_clear(&op.val);
+    PyObject *value = PyObject_CallNoArgs(loader);
+    struct lease l;
+    if (!value) {
+        /* Let the next caller win instead of waiting out the lease. */
+        if (placeholder) {
+            PyObject *exc_type, *exc_val, *exc_tb;
+            PyErr_Fetch(&exc_type, &exc_val, &exc_tb);
+            if (meta_take(self, &l) == 0) {
+                PyThreadState *ts = PyEval_SaveThread();
+                (void)mst_delete(l.h, op.key, op.nkey, NULL);
+                PyEval_RestoreThread(ts);
+                lease_give(self, &l);
+            } else {
+                PyErr_Clear();
+            }
+            PyErr_Restore(exc_type, exc_val, exc_tb);
+        }
+        goto out;
+    }
+    struct encoded e;
+    int enc = encode_value(self, value, a[3], &e);
+    if (enc < 0) {
+        Py_DECREF(value);
+        goto out;
+    }
+    if (enc == 0 && e.len == 0 && e.flags == 0) {
+        /*
+         * b"" stored as 0 bytes with flags 0 would look like the lease's
+         * placeholder to every reader: store it pickled instead.
+         */
+        encoded_clear(&e);
+        PyObject *p = do_pickle(self, value);
+        if (!p) {
+            Py_DECREF(value);
+            goto out;
+        }
+        e.owner = p;
+        e.data = PyBytes_AS_STRING(p);
+        e.len = PyBytes_GET_SIZE(p);
+        e.flags = FLAG_PICKLE;
+    }
+    if (enc == 0) {
+        if (meta_take(self, &l) < 0) {
+            encoded_clear(&e);
+            Py_DECREF(value);
+            goto out;
+        }
+        PyThreadState *ts = PyEval_SaveThread();
+        (void)mst_lease_set(l.h, op.key, op.nkey, e.data, (size_t)e.len, e.flags, exptime, token,
+                            NULL);
+        PyEval_RestoreThread(ts);
+        lease_give(self, &l);
+        encoded_clear(&e);
+    }
+    result = value;
+out:
+    Py_XDECREF(holder);
+    return result;
+}
+
+static PyObject *Client_invalidate(Client *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "stale_time"};
+    PyObject *a[2];
+    if (parse_args("invalidate", args, nargs, kwnames, names, 2, 1, a) < 0) {
+        return NULL;
+    }
+    int32_t stale;
+    bool in_range;
+    if (exptime_of(a[1], &stale, &in_range) < 0) {
+        return NULL;
+    }
+    struct keyinfo ki;
+    PyObject *holder;
+    if (key_prepare(self, a[0], &ki, &holder) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (ki.hash) {
+        PyErr_SetString(PyExc_TypeError, "invalidate() does not take (hash, key) tuple keys");
+        goto out;
+    }
+    if (!in_range || ki.too_long) {
+        result = PyLong_FromLong(0);
+        goto out;
+    }
+    struct lease l;
+    if (meta_take(self, &l) < 0) {
+        goto out;
+    }
+    enum mst_outcome outcome = MST_NONE;
+    int rc;
+    {
+        PyThreadState *ts = PyEval_SaveThread();
+        rc = mst_lease_invalidate(l.h, ki.p, (size_t)ki.n, stale, &outcome);
+        PyEval_RestoreThread(ts);
+    }
+    lease_give(self, &l);
+    result = PyLong_FromLong(rc == MST_OK && outcome == MST_DELETED);
+out:
+    Py_XDECREF(holder);
+    return result;
+}
+
 static PyObject *Client_delete(Client *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
@@ -2044,16 +2291,43 @@ static PyObject *Client_set_multi(Client *self, PyObject *const *args, Py_ssize_
             Py_CLEAR(failed);
             goto out;
         }
+        struct mst_item *items = PyMem_Malloc(nms * sizeof(*items));
+        enum mst_outcome *outs = PyMem_Malloc(nms * sizeof(*outs));
+        size_t *which = PyMem_Malloc(nms * sizeof(*which));
+        if (!items || !outs || !which) {
+            PyMem_Free(items);
+            PyMem_Free(outs);
+            PyMem_Free(which);
+            lease_give(self, &l);
+            Py_CLEAR(failed);
+            PyErr_NoMemory();
+            goto out;
+        }
+        size_t ni = 0;
+        for (size_t j = 0; j < nms; j++) {
+            if (mk[ms[j].idx].hash && tuple_route) {
+                continue;
+            }
+            struct mset *m = &ms[j];
+            items[ni] = (struct mst_item){m->key,           m->nkey,    m->e.data,
+                                          (size_t)m->e.len, m->e.flags, exptime};
+            which[ni++] = j;
+        }
         {
             PyThreadState *ts = PyEval_SaveThread();
             if (nr) {
                 mst_set_noreply(l.h, true);
             }
-            for (size_t j = 0; j < nms; j++) {
-                if (mk[ms[j].idx].hash && tuple_route) {
+            /* All keys in one pipelined round; what it could not place (a server
+             * failed: its keys fail over) is retried one by one. */
+            int mrc = mst_set_multi(l.h, items, ni, outs, NULL);
+            for (size_t k = 0; k < ni; k++) {
+                struct mset *m = &ms[which[k]];
+                if (nr ? mrc == MST_OK : (outs[k] == MST_STORED || outs[k] == MST_NOT_STORED)) {
+                    m->rc = MST_OK;
+                    m->outcome = outs[k];
                     continue;
                 }
-                struct mset *m = &ms[j];
                 m->rc = mst_set(l.h, m->key, m->nkey, m->e.data, (size_t)m->e.len, m->e.flags,
                                 exptime, &m->outcome);
             }
@@ -2063,6 +2337,9 @@ static PyObject *Client_set_multi(Client *self, PyObject *const *args, Py_ssize_
             PyEval_RestoreThread(ts);
         }
         lease_give(self, &l);
+        PyMem_Free(items);
+        PyMem_Free(outs);
+        PyMem_Free(which);
     }
     for (size_t j = 0; j < nms; j++) {
         struct mset *m = &ms[j];
@@ -2496,6 +2773,7 @@ static void hosts_free(Client *self)
     self->buckets = NULL;
     self->nbuckets = 0;
     hpool_free(&self->pool);
+    hpool_free(&self->mpool);
     mst_destroy(&self->tmpl);
 }
 
@@ -2693,6 +2971,7 @@ static void reset_handles(Client *self)
 {
     self->gen++;
     hpool_clear(&self->pool);
+    hpool_clear(&self->mpool);
     for (Py_ssize_t i = 0; i < self->nhosts; i++) {
         hpool_clear(&self->hosts[i].pool);
     }
@@ -3130,6 +3409,20 @@ static PyMethodDef Client_methods[] = {
      "cas(key, val, time=0, min_compress_len=0, noreply=False)\n--\n\n"
      "Check and set: store only if key did not change since gets(key). Without a cas\n"
      "id for the key this is a plain set(), as in python-memcached. Returns as set()."},
+    {"cached", FASTKW(Client_cached),
+     "cached(key, loader, time=0, min_compress_len=0, lease_time=30, recache_below=0)\n--\n\n"
+     "Cache-aside in one call: the value under key, or loader() stored with expiry time.\n"
+     "On a miss only one caller (across threads, processes and hosts) runs loader(): it\n"
+     "wins a lease (meta protocol mg N/W/Z); the others get the stale value while it is\n"
+     "recomputed (after invalidate(), or once fewer than recache_below seconds of its\n"
+     "expiry remain), or wait with a bounded backoff (at most lease_time seconds) and\n"
+     "re-read. Values are encoded as set() encodes them. If no server answers, loader()\n"
+     "is called and its result returned without storing."},
+    {"invalidate", FASTKW(Client_invalidate),
+     "invalidate(key, stale_time=0)\n--\n\n"
+     "Mark key stale instead of deleting it (meta md I): the next cached() call\n"
+     "recomputes it while the others keep getting the old value. stale_time (0: keep)\n"
+     "bounds how long the stale item lives. 1 when marked, else 0."},
     {"get", FASTKW(Client_get), "get(key)\n--\n\nThe value stored under key, or None."},
     {"gets", FASTKW(Client_gets),
      "gets(key)\n--\n\nAs get(), remembering the item's cas id for cas()."},

@@ -296,6 +296,30 @@ MST_API int mst_delete(struct mst *m, const char *key, size_t nkey, enum mst_out
 MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_t *nkeys, size_t n,
                              size_t *deleted);
 
+/* One item of mst_set_multi(); the pointers are the caller's and only read. */
+struct mst_item {
+    const char *key;
+    size_t nkey;
+    const void *data;
+    size_t len;
+    uint32_t flags;
+    int32_t exptime;
+};
+
+/*
+ * Sets n items, pipelined: each server gets all its items in one write and
+ * answers them in order (text "set", meta "ms", binary SET; with
+ * mst_set_noreply the quiet forms and one end marker per server), all
+ * servers at once. outcomes (may be NULL) gets one entry per item:
+ * MST_STORED, MST_NOT_STORED, or MST_NONE when the item was not answered
+ * (its server failed, no server took it, the server refused it with an
+ * error line, or noreply). *stored (may be NULL) counts MST_STORED. Returns
+ * MST_OK, MST_ESOME when some servers failed, or the failure when all did.
+ * A bad key fails the whole call before any I/O.
+ */
+MST_API int mst_set_multi(struct mst *m, const struct mst_item *items, size_t n,
+                          enum mst_outcome *outcomes, size_t *stored);
+
 /*
  * Adds delta to (incr) or subtracts it from (decr, floored at 0 by the
  * server) a decimal value. If the key is missing and initial is not NULL, the

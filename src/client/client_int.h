@@ -63,6 +63,11 @@ struct mst_server {
     uint8_t meta;  /* META_UNKNOWN, META_YES, META_NO */
     bool probing;  /* the reply to an "mn" probe comes before the call's replies */
     unsigned owed; /* sentinels of earlier quiet requests still to be skipped */
+    /* Hot path (io.c): when the idle probe can be skipped, and the blocking read. */
+    uint64_t last_ok_ms;  /* monotonic ms the last call on this connection ended well */
+    bool maybe_stray;     /* a text noreply went out: an error line may still come */
+    bool blocking;        /* O_NONBLOCK cleared (every other call passes MSG_DONTWAIT) */
+    unsigned rcvtimeo_ms; /* SO_RCVTIMEO set on the socket, 0 none */
     /* Health. */
     unsigned failures;   /* consecutive */
     uint64_t dead_until; /* monotonic ms; 0 = alive */

@@ -1329,3 +1329,191 @@ MST_API int mst_stats(struct mst *m, size_t i, const char *group, mst_stat_cb cb
     res.cb_arg = arg;
     return run_server(m, i, 2, 0, glen ? group : NULL, h_stats, &res);
 }
+
+/* ---- Pipelined multi-set ------------------------------------------------ */
+
+/* What mst_set_multi() collects: replies come back in order per server. */
+struct set_multi_result {
+    enum mst_outcome *outcomes; /* per item, may be NULL */
+    const size_t *order;        /* item indices grouped by server (counting sort) */
+    size_t *cursor;             /* per server: its next reply's position in order */
+    size_t stored;
+};
+
+static int h_set_multi(struct io_call *c, struct mst_server *srv, size_t idx, const struct reply *r)
+{
+    struct set_multi_result *res = c->arg;
+    enum mst_outcome out;
+    switch (r->kind) {
+    case REPLY_STORED:
+    case REPLY_META_HD:
+        out = MST_STORED;
+        res->stored++;
+        break;
+    case REPLY_NOT_STORED:
+    case REPLY_META_NS:
+    case REPLY_EXISTS:
+    case REPLY_META_EX:
+    case REPLY_NOT_FOUND:
+    case REPLY_META_NF:
+        out = MST_NOT_STORED;
+        break;
+    default:
+        if (!reply_is_error(r)) {
+            return MST_EPROTO;
+        }
+        /* The server refused this item (too large...): the others go on. */
+        out = MST_NONE;
+        break;
+    }
+    size_t item = res->order[res->cursor[idx]++];
+    if (res->outcomes) {
+        res->outcomes[item] = out;
+    }
+    (void)srv;
+    return 1;
+}
+
+MST_API int mst_set_multi(struct mst *m, const struct mst_item *items, size_t n,
+                          enum mst_outcome *outcomes, size_t *stored)
+{
+    if (stored) {
+        *stored = 0;
+    }
+    if (!m || (n && !items)) {
+        return MST_EINVAL;
+    }
+    m->errbuf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (outcomes) {
+            outcomes[i] = MST_NONE;
+        }
+        if (key_check(m, items[i].key, items[i].nkey) != MST_OK) {
+            return mst_fail(m, MST_EBADKEY, "bad key #%zu", i);
+        }
+        if (!items[i].data && items[i].len) {
+            return MST_EINVAL;
+        }
+    }
+    if (n == 0) {
+        return MST_OK;
+    }
+    int rc = route_prepare(m);
+    if (rc != MST_OK) {
+        return rc;
+    }
+    size_t ns = m->nservers;
+    /* where[i]: item i's server (ns when it has none); then a counting sort by server. */
+    size_t *where = malloc(n * sizeof(*where));
+    size_t *order = malloc(n * sizeof(*order));
+    size_t *cursor = calloc(ns + 1, sizeof(*cursor));
+    unsigned char *state = calloc(ns, 1);
+    if (!where || !order || !cursor || !state) {
+        free(where);
+        free(order);
+        free(cursor);
+        free(state);
+        return MST_ENOMEM;
+    }
+    int first_failure = MST_OK;
+    bool unrouted = false;
+    for (size_t i = 0; i < n; i++) {
+        size_t idx;
+        if (route_one(m, items[i].key, items[i].nkey, &idx) != MST_OK) {
+            unrouted = true;
+            first_failure = first_failure ? first_failure : MST_ENOSERVERS;
+            idx = ns;
+        }
+        where[i] = idx;
+        cursor[idx]++;
+    }
+    /* cursor[s] becomes the start of server s's run in order. */
+    size_t at = 0;
+    for (size_t s = 0; s <= ns; s++) {
+        size_t count = cursor[s];
+        cursor[s] = at;
+        at += count;
+    }
+    for (size_t i = 0; i < n; i++) {
+        order[cursor[where[i]]++] = i;
+    }
+    for (size_t s = ns + 1; s-- > 1;) {
+        cursor[s] = cursor[s - 1];
+    }
+    cursor[0] = 0;
+
+    bool noreply = m->noreply;
+    struct wire_req rq = {.op = WOP_SET, .ns = m->ns, .nns = m->nns, .quiet = noreply};
+    for (size_t k = 0; k < n && rc == MST_OK; k++) {
+        size_t i = order[k];
+        size_t idx = where[i];
+        if (idx == ns) {
+            continue;
+        }
+        struct mst_server *srv = m->servers[idx];
+        if (state[idx] == MS_IDLE) {
+            state[idx] = (unsigned char)multi_begin(m, srv);
+        }
+        if (state[idx] != MS_ACTIVE) {
+            continue;
+        }
+        rq.key = items[i].key;
+        rq.nkey = items[i].nkey;
+        rq.data = items[i].data ? items[i].data : "";
+        rq.len = items[i].len;
+        rq.flags = items[i].flags;
+        rq.exptime = items[i].exptime;
+        size_t expect;
+        rc = wire_compose(&srv->wbuf, srv_wire(m, srv), &rq, &expect);
+        srv->pending += expect;
+    }
+    /* Quiet batches end with their marker, skipped by the next call. */
+    for (size_t s = 0; s < ns && rc == MST_OK && noreply; s++) {
+        struct mst_server *srv = m->servers[s];
+        enum wire_proto w = srv_wire(m, srv);
+        if (state[s] == MS_ACTIVE && w != WIRE_TEXT) {
+            rc = wire_compose_end(&srv->wbuf, w);
+            if (rc == MST_OK) {
+                srv->owed++;
+            }
+        }
+    }
+    struct set_multi_result res = {
+        .outcomes = noreply ? NULL : outcomes, .order = order, .cursor = cursor};
+    if (rc == MST_OK) {
+        struct io_call call = {m, h_set_multi, &res, false};
+        io_run(&call);
+    }
+    bool any_ok = false, any_failed = unrouted;
+    for (size_t s = 0; s < ns; s++) {
+        if (state[s] == MS_IDLE) {
+            continue;
+        }
+        struct mst_server *srv = m->servers[s];
+        if (rc != MST_OK) {
+            io_close(srv);
+            srv->active = false;
+        } else if (state[s] == MS_ACTIVE && srv->status == MST_OK) {
+            any_ok = true;
+        } else {
+            any_failed = true;
+            first_failure =
+                first_failure ? first_failure : (srv->status != MST_OK ? srv->status : MST_EIO);
+        }
+    }
+    free(where);
+    free(order);
+    free(cursor);
+    free(state);
+    if (rc != MST_OK) {
+        return mst_fail(m, rc, "%s",
+                        rc == MST_ETOOBIG ? "value too large for the protocol" : mst_strerror(rc));
+    }
+    if (stored) {
+        *stored = noreply ? 0 : res.stored;
+    }
+    if (!any_failed) {
+        return MST_OK;
+    }
+    return any_ok ? MST_ESOME : first_failure;
+}

@@ -456,6 +456,67 @@ static void test_multi_get_text_lines(void **state)
     fake_finish(&f);
 }
 
+/* mst_set_multi: one write per server, replies read in order, one outcome per item. */
+static void test_set_multi(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        /* Text: plain sets, answered in order; an error line fails only its item. */
+        {"set a 1 0 1\r\nx\r\nset b 2 5 2\r\nyy\r\nset c 0 0 1\r\nz\r\n", 0,
+         "STORED\r\nNOT_STORED\r\nSERVER_ERROR object too large for cache\r\n", 0},
+        {"get a\r\n", 0, "END\r\n", 0},
+    };
+    struct fake f;
+    fake_start(&f, steps, sizeof(steps) / sizeof(steps[0]));
+    struct mst *m = handle_for(&f, MST_PROTO_TEXT);
+    const struct mst_item items[] = {
+        {"a", 1, "x", 1, 1, 0},
+        {"b", 1, "yy", 2, 2, 5},
+        {"c", 1, "z", 1, 0, 0},
+    };
+    enum mst_outcome outs[3];
+    size_t stored = 99;
+    assert_int_equal(mst_set_multi(m, items, 3, outs, &stored), MST_OK);
+    assert_int_equal(outs[0], MST_STORED);
+    assert_int_equal(outs[1], MST_NOT_STORED);
+    assert_int_equal(outs[2], MST_NONE);
+    assert_int_equal(stored, 1);
+    /* The stream is still in step. */
+    struct mst_value v;
+    enum mst_outcome out;
+    assert_int_equal(mst_get(m, S("a"), &v, &out), MST_OK);
+    assert_int_equal(out, MST_MISS);
+    /* A bad key fails the call before anything is sent; n == 0 sends nothing. */
+    const struct mst_item bad[] = {{"a", 1, "x", 1, 0, 0}, {"b c", 3, "x", 1, 0, 0}};
+    assert_int_equal(mst_set_multi(m, bad, 2, outs, &stored), MST_EBADKEY);
+    assert_int_equal(stored, 0);
+    assert_int_equal(mst_set_multi(m, NULL, 0, NULL, NULL), MST_OK);
+    mst_destroy(&m);
+    fake_finish(&f);
+
+    static const struct step msteps[] = {
+        {"mn\r\nget warm\r\n", 0, "MN\r\nEND\r\n", 0},
+        {"ms a 1 T10 F5\r\nx\r\nms b 1 T10 F5\r\ny\r\n", 0, "HD\r\nNS\r\n", 0},
+        /* noreply: the quiet forms and one end marker, skipped by the next call. */
+        {"ms a 1 T10 F5 q\r\nx\r\nms b 1 T10 F5 q\r\ny\r\nmn\r\n", 0, "", 0},
+        {"mg k v f\r\n", 0, "NS\r\nMN\r\nEN\r\n", 0},
+    };
+    fake_start(&f, msteps, sizeof(msteps) / sizeof(msteps[0]));
+    m = handle_for(&f, MST_PROTO_META);
+    assert_int_equal(mst_get(m, S("warm"), &v, &out), MST_OK);
+    const struct mst_item mitems[] = {{"a", 1, "x", 1, 5, 10}, {"b", 1, "y", 1, 5, 10}};
+    assert_int_equal(mst_set_multi(m, mitems, 2, outs, &stored), MST_OK);
+    assert_true(outs[0] == MST_STORED && outs[1] == MST_NOT_STORED && stored == 1);
+    assert_int_equal(mst_set_noreply(m, true), MST_OK);
+    assert_int_equal(mst_set_multi(m, mitems, 2, outs, &stored), MST_OK);
+    assert_true(outs[0] == MST_NONE && outs[1] == MST_NONE && stored == 0);
+    assert_int_equal(mst_set_noreply(m, false), MST_OK);
+    assert_int_equal(mst_get(m, S("k"), &v, &out), MST_OK);
+    assert_int_equal(out, MST_MISS);
+    mst_destroy(&m);
+    fake_finish(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -466,6 +527,7 @@ int main(void)
         cmocka_unit_test(test_lease_states),
         cmocka_unit_test(test_binary_wire),
         cmocka_unit_test(test_multi_get_text_lines),
+        cmocka_unit_test(test_set_multi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
