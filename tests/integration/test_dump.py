@@ -70,7 +70,9 @@ def fill(c, n, prefix=b"k", size=10):
 
 def test_metadump_lists_every_item_with_its_metadata(server_factory):
     ms = server_factory()
-    mc = server_factory(binary=REFERENCE_MEMCACHED)
+    # memcached's flat LRU: its segmented one moves fetched items between
+    # queues while the crawler walks them, and the dump can miss them.
+    mc = server_factory("-o", "no_lru_maintainer", binary=REFERENCE_MEMCACHED)
     keys = {b"plain": (b"v1", 0), b"pct%20key": (b"v2", 100), b"caf\xc3\xa9": (b"v3", 0),
             b"a/b:c~d.e_f-g": (b"v4", 3600)}
     seen = {}
