@@ -99,8 +99,8 @@ static int open_unix(struct server *srv)
     return 0;
 }
 
-/* Splits "host", "host:port", "[v6]:port" or "[v6]". */
-static int split_hostport(char *spec, int defport, char **host, int *port)
+/* Splits "host", "host:port", "[v6]:port" or "[v6]" (see listener.h). */
+int listener_split_hostport(char *spec, int defport, char **host, int *port)
 {
     *port = defport;
     if (spec[0] == '[') {
@@ -196,7 +196,7 @@ int listeners_open(struct server *srv)
     for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         char *host;
         int port;
-        if (split_hostport(tok, s->port, &host, &port) != 0 || port <= 0 || port > 65535) {
+        if (listener_split_hostport(tok, s->port, &host, &port) != 0 || port <= 0 || port > 65535) {
             fprintf(stderr, "Invalid listen address: %s\n", tok);
             rc = EX_USAGE;
             break;

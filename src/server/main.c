@@ -1,7 +1,8 @@
 /*
  * main.c - memstashd: parses the command line, then sets up each module in
  * order (limits, storage, listeners, privileges, daemon, workers, background,
- * pid file, signals), runs the main loop, and tears down in reverse.
+ * metrics endpoint, pid file, signals), runs the main loop, and tears down in
+ * reverse.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -17,6 +19,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "prefix_stats.h"
 #include "server.h"
 #include "settings.h"
@@ -72,6 +75,7 @@ int main(int argc, char **argv)
     struct settings settings;
     struct server srv;
     struct event *signals[4] = {NULL};
+    struct metrics *metrics = NULL;
     int rc;
 
     settings_init(&settings);
@@ -85,6 +89,7 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.settings = &settings;
     srv.verbose = settings.verbose;
+    log_setup(&srv.verbose);
     pthread_mutex_init(&srv.stats_lock, NULL);
     clock_init(&srv.clock, time(NULL));
     srv.counters.reserved_fds = 5 * (uint64_t)settings.num_threads;
@@ -119,6 +124,9 @@ int main(int argc, char **argv)
         rc = udp_open(&srv);
     }
     if (rc == 0) {
+        rc = metrics_open(&metrics, &srv);
+    }
+    if (rc == 0) {
         rc = daemon_drop_privileges(&settings);
     }
     if (rc == 0 && settings.daemonize) {
@@ -139,12 +147,17 @@ int main(int argc, char **argv)
         if (workers_start(&srv) != 0 || background_start(&srv) != 0 || listeners_start(&srv) != 0) {
             fprintf(stderr, "failed to start threads\n");
             rc = EX_OSERR;
+        } else if (metrics != NULL && metrics_start(metrics) != 0) {
+            fprintf(stderr, "failed to start the metrics endpoint\n");
+            rc = EX_OSERR;
         }
     }
     if (rc == 0 && pidfile != NULL) {
         rc = daemon_write_pidfile(pidfile);
     }
     if (rc == 0) {
+        log_msg(LOG_INFO, "memstashd %s started: pid %d, %u worker threads", MEMSTASH_VERSION,
+                (int)getpid(), srv.nworkers);
         if (srv.verbose > 1) {
             for (int i = 0; i < srv.nlisteners; i++) {
                 log_msg(LOG_DEBUG, "<%d server listening (%s) on %s", srv.listeners[i].fd,
@@ -159,6 +172,8 @@ int main(int argc, char **argv)
     }
 
     /* Teardown, in reverse. */
+    /* The metrics thread reads the workers' counters: it stops first. */
+    metrics_destroy(&metrics);
     /* Workers first: their connections point at listener names. */
     workers_stop(&srv);
     listeners_close(&srv);
