@@ -7,7 +7,7 @@ BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-
               python3-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
               python3-memcache python3-pylibmc libmemcached-tools memcached clang \
-              libclang-rt-14-dev
+              libclang-rt-14-dev curl prometheus
 BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)

@@ -561,22 +561,26 @@ static void http_cb(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, HTTP_NOTFOUND, NULL);
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-        evhttp_send_error(req, HTTP_BADMETHOD, NULL);
-        return;
-    }
     struct evbuffer *body = evbuffer_new();
     if (body == NULL) {
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        /* Not evhttp_send_error: it drops the headers set here. */
+        evhttp_add_header(headers, "Allow", "GET");
+        evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8");
+        evbuffer_add_printf(body, "Method Not Allowed\n");
+        evhttp_send_reply(req, HTTP_BADMETHOD, "Method Not Allowed", body);
+        evbuffer_free(body);
         return;
     }
     metrics_render(m->srv, body);
     if (log_enabled(LOG_TRACE)) {
         log_msg(LOG_TRACE, "metrics: served %zu bytes", evbuffer_get_length(body));
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, HTTP_OK, "OK", body);
     evbuffer_free(body);
 }
