@@ -386,4 +386,8 @@ def test_levels_follow_v(server_factory):
     assert "metrics: served" not in stop_and_read(srv2)
     srv3, port3 = metrics_server(server_factory, "-vvv")
     scrape(port3)
-    assert re.search(r"Z metrics: served \d+ bytes", stop_and_read(srv3))
+    with srv3.client() as c:
+        c.check(b"get y\r\n", b"END\r\n")
+    text = stop_and_read(srv3)
+    assert re.search(r"Z metrics: served \d+ bytes", text), text
+    assert re.search(r"Z fd \d+ from tcp:127\.0\.0\.1:%d handed to worker \d+" % srv3.port, text), text
