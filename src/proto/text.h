@@ -64,6 +64,8 @@ enum text_cmd {
     TEXT_CMD_CACHE_MEMLIMIT,
     /* A 2-letter m? command: mg ms md ma mn me; args in req->args. */
     TEXT_CMD_META,
+    /* watch [fetchers|mutations|...]: the names are req->args[1..nargs). */
+    TEXT_CMD_WATCH,
 };
 
 /* The reply line for a rejected request, without "\r\n". */

@@ -25,6 +25,7 @@
 #include "settings.h"
 #include "storage.h"
 #include "udp.h"
+#include "watch.h"
 
 static struct event *shutdown_ev;
 
@@ -138,6 +139,11 @@ int main(int argc, char **argv)
         rc = srv.main_base == NULL ? EX_OSERR : 0;
     }
     if (rc == 0) {
+        srv.watch = watch_create(srv.main_base, (size_t)settings.watcher_logbuf_size,
+                                 &srv.counters.curr_conns);
+        rc = srv.watch == NULL ? EX_OSERR : 0;
+    }
+    if (rc == 0) {
         shutdown_ev = event_new(srv.main_base, -1, 0, shutdown_cb, &srv);
         const int sigs[4] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         for (int i = 0; i < 4; i++) {
@@ -176,6 +182,7 @@ int main(int argc, char **argv)
     metrics_destroy(&metrics);
     /* Workers first: their connections point at listener names. */
     workers_stop(&srv);
+    watch_destroy(&srv.watch);
     listeners_close(&srv);
     udp_close(&srv);
     background_stop(&srv);
