@@ -229,7 +229,7 @@ enum metric_kind {
       "Total number of valid items evicted from the LRU which were never touched after "           \
       "being set.")                                                                                \
     X("memcached_slab_items_evicted_unfetched_total", C, SRC_ITEMS, "evicted_unfetched", "",       \
-      K_NUM, "Total nmber of items evicted and never fetched.")                                    \
+      K_NUM, "Total number of items evicted and never fetched.")                                   \
     X("memcached_slab_items_crawler_reclaimed_total", C, SRC_ITEMS, "crawler_reclaimed", "",       \
       K_NUM, "Number of items freed by the LRU Crawler.")                                          \
     X("memcached_slab_chunk_size_bytes", G, SRC_SLABS, "chunk_size", "", K_NUM,                    \
