@@ -15,8 +15,8 @@
 #include "process_binary.h"
 #include "process_meta.h"
 #include "server.h"
-#include "watch.h"
 #include "storage.h"
+#include "watch.h"
 
 static struct server *srv_of(struct conn *c)
 {
