@@ -66,6 +66,8 @@ enum text_cmd {
     TEXT_CMD_META,
     /* "lru_crawler <sub> [arg]"; args in req->args, checked by the server. */
     TEXT_CMD_LRU_CRAWLER,
+    /* watch [fetchers|mutations|...]: the names are req->args[1..nargs). */
+    TEXT_CMD_WATCH,
 };
 
 /* The reply line for a rejected request, without "\r\n". */

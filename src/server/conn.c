@@ -25,6 +25,7 @@
 #include "process.h"
 #include "process_binary.h"
 #include "server.h"
+#include "watch.h"
 
 #define RBUF_SIZE 16384
 #define WBUF_SIZE 4096
@@ -77,6 +78,9 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     if (srv->verbose > 1) {
         log_msg(LOG_DEBUG, "<%d new auto-negotiating client connection", fd);
     }
+    if (watch_wants(srv->watch, WATCH_CONNEVENTS)) {
+        watch_emit_conn(srv->watch, c->peer, fd, NULL);
+    }
     return c;
 }
 
@@ -108,16 +112,21 @@ static void free_rbuf(struct conn *c)
     c->rsize = c->rstart = c->rlen = 0;
 }
 
-void conn_close(struct conn *c, const char *reason)
+/* Frees the connection; keep_fd leaves its socket open (and counted in
+ * curr_conns) for a new owner. */
+static void conn_free(struct conn *c, bool keep_fd)
 {
     struct worker *w = c->w;
     struct server *srv = w->srv;
-    if (srv->verbose > 1) {
-        log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
-    }
     event_free(c->ev);
     registry_set(srv, c->fd, NULL);
-    close(c->fd);
+    if (!keep_fd) {
+        close(c->fd);
+        __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+        if (c->watcher != NULL) {
+            watch_cancel(srv->watch, c->watcher);
+        }
+    }
     release_output(c);
     storage_release(srv->storage, &c->item);
     free(c->meta_pending);
@@ -134,9 +143,38 @@ void conn_close(struct conn *c, const char *reason)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
     __atomic_sub_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
     free(c);
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+    struct server *srv = c->w->srv;
+    if (srv->verbose > 1) {
+        log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
+    }
+    if (!c->is_udp && watch_wants(srv->watch, WATCH_CONNEVENTS)) {
+        watch_emit_conn(srv->watch, c->peer, c->fd, reason);
+    }
+    conn_free(c, false);
+}
+
+/* Closes a connection whose last reply went out, or, after "watch", hands
+ * its socket to the watch hub. */
+static void conn_finish(struct conn *c)
+{
+    if (c->watcher == NULL) {
+        conn_close(c, "normal");
+        return;
+    }
+    struct server *srv = c->w->srv;
+    int fd = c->fd;
+    struct watcher *wt = c->watcher;
+    conn_free(c, true);
+    if (watch_attach(srv->watch, wt, fd) != 0) {
+        close(fd);
+        __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+    }
 }
 
 size_t conn_out_pending(const struct conn *c)
@@ -573,7 +611,7 @@ void conn_drive(struct conn *c)
         return;
     }
     if (c->close_after_write || (c->peer_closed && !yielded)) {
-        conn_close(c, "normal");
+        conn_finish(c);
         return;
     }
     if (c->state == CONN_NEW_CMD && c->rlen == 0) {
@@ -599,7 +637,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         if (c->close_after_write) {
-            conn_close(c, "normal");
+            conn_finish(c);
             return;
         }
         /* Drained: go on with whatever was buffered while we waited. */

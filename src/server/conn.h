@@ -25,6 +25,7 @@ struct worker;
 struct item;
 struct event;
 struct conn_dump;
+struct watcher;
 
 enum conn_state {
     CONN_NEW_CMD = 0, /* waiting for / parsing a command line */
@@ -51,9 +52,10 @@ struct conn {
     bool is_udp; /* a worker's UDP socket: one request datagram at a time */
     bool proto_known;
     bool close_after_write;
-    bool close_now;   /* a protocol error: close without a reply */
-    bool peer_closed; /* read() saw EOF: close once buffered requests are answered */
-    bool noreply;     /* current command's reply is suppressed */
+    bool close_now;          /* a protocol error: close without a reply */
+    bool peer_closed;        /* read() saw EOF: close once buffered requests are answered */
+    bool noreply;            /* current command's reply is suppressed */
+    struct watcher *watcher; /* "watch" accepted: the socket goes to it once OK is sent */
     struct event *ev;
     short ev_flags;
     rel_time_t last_cmd_time;

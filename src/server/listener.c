@@ -99,8 +99,8 @@ static int open_unix(struct server *srv)
     return 0;
 }
 
-/* Splits "host", "host:port", "[v6]:port" or "[v6]". */
-static int split_hostport(char *spec, int defport, char **host, int *port)
+/* Splits "host", "host:port", "[v6]:port" or "[v6]" (see listener.h). */
+int listener_split_hostport(char *spec, int defport, char **host, int *port)
 {
     *port = defport;
     if (spec[0] == '[') {
@@ -196,7 +196,7 @@ int listeners_open(struct server *srv)
     for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         char *host;
         int port;
-        if (split_hostport(tok, s->port, &host, &port) != 0 || port <= 0 || port > 65535) {
+        if (listener_split_hostport(tok, s->port, &host, &port) != 0 || port <= 0 || port > 65535) {
             fprintf(stderr, "Invalid listen address: %s\n", tok);
             rc = EX_USAGE;
             break;
@@ -231,6 +231,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
         event_add(srv->listeners[i].ev, NULL);
     }
     __atomic_store_n(&srv->counters.accepting_conns, 1, __ATOMIC_RELAXED);
+    log_msg(LOG_TRACE, "accepting connections again");
 }
 
 /* Stops accepting for 10 ms: on EMFILE, or at -c without maxconns_fast,
@@ -244,6 +245,7 @@ static void pause_accepting(struct server *srv)
     __atomic_store_n(&srv->counters.accepting_conns, 0, __ATOMIC_RELAXED);
     __atomic_add_fetch(&srv->counters.listen_disabled_num, 1, __ATOMIC_RELAXED);
     event_base_once(srv->main_base, -1, EV_TIMEOUT, resume_cb, srv, &ten_ms);
+    log_msg(LOG_TRACE, "accepting paused for 10 ms at the connection limit");
 }
 
 static void do_accept(evutil_socket_t lfd, short what, void *arg)

@@ -24,6 +24,10 @@ struct listener {
 int listeners_open(struct server *srv);
 /* Starts accepting on srv->main_base. */
 int listeners_start(struct server *srv);
+/* Splits one -l entry in place: "host", "host:port", "[v6]:port" or "[v6]".
+ * *host points into spec; *port is defport when the entry names none.
+ * Returns 0, or -1 for a malformed entry. */
+int listener_split_hostport(char *spec, int defport, char **host, int *port);
 /* Closes every listening socket (and unlinks the unix socket path). */
 void listeners_close(struct server *srv);
 

@@ -1,7 +1,8 @@
 /*
  * main.c - memstashd: parses the command line, then sets up each module in
  * order (limits, storage, listeners, privileges, daemon, workers, background,
- * pid file, signals), runs the main loop, and tears down in reverse.
+ * metrics endpoint, pid file, signals), runs the main loop, and tears down in
+ * reverse.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -17,12 +19,14 @@
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "restart.h"
 #include "prefix_stats.h"
 #include "server.h"
 #include "settings.h"
 #include "storage.h"
 #include "udp.h"
+#include "watch.h"
 
 static struct event *shutdown_ev;
 
@@ -73,6 +77,7 @@ int main(int argc, char **argv)
     struct settings settings;
     struct server srv;
     struct event *signals[4] = {NULL};
+    struct metrics *metrics = NULL;
     int rc;
 
     settings_init(&settings);
@@ -86,6 +91,7 @@ int main(int argc, char **argv)
     memset(&srv, 0, sizeof(srv));
     srv.settings = &settings;
     srv.verbose = settings.verbose;
+    log_setup(&srv.verbose);
     pthread_mutex_init(&srv.stats_lock, NULL);
     clock_init(&srv.clock, time(NULL));
     srv.counters.reserved_fds = 5 * (uint64_t)settings.num_threads;
@@ -128,6 +134,9 @@ int main(int argc, char **argv)
         rc = udp_open(&srv);
     }
     if (rc == 0) {
+        rc = metrics_open(&metrics, &srv);
+    }
+    if (rc == 0) {
         rc = daemon_drop_privileges(&settings);
     }
     if (rc == 0 && settings.daemonize) {
@@ -139,6 +148,11 @@ int main(int argc, char **argv)
         rc = srv.main_base == NULL ? EX_OSERR : 0;
     }
     if (rc == 0) {
+        srv.watch = watch_create(srv.main_base, (size_t)settings.watcher_logbuf_size,
+                                 &srv.counters.curr_conns);
+        rc = srv.watch == NULL ? EX_OSERR : 0;
+    }
+    if (rc == 0) {
         shutdown_ev = event_new(srv.main_base, -1, 0, shutdown_cb, &srv);
         const int sigs[4] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
         for (int i = 0; i < 4; i++) {
@@ -148,12 +162,17 @@ int main(int argc, char **argv)
         if (workers_start(&srv) != 0 || background_start(&srv) != 0 || listeners_start(&srv) != 0) {
             fprintf(stderr, "failed to start threads\n");
             rc = EX_OSERR;
+        } else if (metrics != NULL && metrics_start(metrics) != 0) {
+            fprintf(stderr, "failed to start the metrics endpoint\n");
+            rc = EX_OSERR;
         }
     }
     if (rc == 0 && pidfile != NULL) {
         rc = daemon_write_pidfile(pidfile);
     }
     if (rc == 0) {
+        log_msg(LOG_INFO, "memstashd %s started: pid %d, %u worker threads", MEMSTASH_VERSION,
+                (int)getpid(), srv.nworkers);
         if (srv.verbose > 1) {
             for (int i = 0; i < srv.nlisteners; i++) {
                 log_msg(LOG_DEBUG, "<%d server listening (%s) on %s", srv.listeners[i].fd,
@@ -168,8 +187,11 @@ int main(int argc, char **argv)
     }
 
     /* Teardown, in reverse. */
+    /* The metrics thread reads the workers' counters: it stops first. */
+    metrics_destroy(&metrics);
     /* Workers first: their connections point at listener names. */
     workers_stop(&srv);
+    watch_destroy(&srv.watch);
     listeners_close(&srv);
     udp_close(&srv);
     background_stop(&srv);

@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "prefix_stats.h"
 #include "server.h"
+#include "watch.h"
 
 static bool detail_on(struct server *srv)
 {
@@ -48,6 +49,14 @@ struct item *ops_fetch(struct conn *c, const char *key, size_t nkey, bool touch,
     if (detail_on(srv)) {
         prefix_stats_record_get(srv->prefix_stats, key, nkey, it != NULL);
     }
+    if (watch_wants(srv->watch, WATCH_FETCHERS)) {
+        enum watch_get_status st = it != NULL               ? WATCH_FOUND
+                                   : why == STORAGE_EXPIRED ? WATCH_EXPIRED
+                                   : why == STORAGE_FLUSHED ? WATCH_FLUSHED
+                                                            : WATCH_NOT_FOUND;
+        watch_emit_get(srv->watch, key, nkey, st, it != NULL ? storage_item_class(it) : 0, c->fd,
+                       it != NULL ? storage_item_nbytes(it) : 0);
+    }
     return it;
 }
 
@@ -78,6 +87,26 @@ int ops_alloc(struct conn *c, const char *key, size_t nkey, uint32_t flags, int6
     return rc == STORAGE_E2BIG ? STORAGE_E2BIG : STORAGE_ENOMEM;
 }
 
+/* One "type=item_store" line for watchers of mutations. */
+static void log_store(struct conn *c, const struct item *it, enum storage_op op, int rc,
+                      enum storage_store_outcome outcome)
+{
+    static const char *const cmds[] = {
+        [STORAGE_SET] = "set",       [STORAGE_ADD] = "add",         [STORAGE_REPLACE] = "replace",
+        [STORAGE_APPEND] = "append", [STORAGE_PREPEND] = "prepend", [STORAGE_CAS] = "cas",
+    };
+    /* watch.h's status numbers: not_stored stored exists not_found too_large no_memory. */
+    int status = rc == STORAGE_E2BIG            ? 4
+                 : rc != STORAGE_OK             ? 5
+                 : outcome == STORAGE_STORED    ? 1
+                 : outcome == STORAGE_EXISTS    ? 2
+                 : outcome == STORAGE_NOT_FOUND ? 3
+                                                : 0;
+    watch_emit_store(c->w->srv->watch, storage_item_key(it), storage_item_nkey(it), status,
+                     cmds[op], storage_item_exptime(it), storage_item_class(it), c->fd,
+                     storage_item_nbytes(it));
+}
+
 int ops_store(struct conn *c, struct item *it, enum storage_op op, uint64_t cas_in, uint64_t hv,
               enum storage_store_outcome *outcome, uint64_t *cas_out)
 {
@@ -100,6 +129,9 @@ int ops_store(struct conn *c, struct item *it, enum storage_op op, uint64_t cas_
     } else {
         rc = storage_store(srv->storage, it, op, cas_in, hv, clock_now(&srv->clock), outcome,
                            cas_out);
+    }
+    if (watch_wants(srv->watch, WATCH_MUTATIONS)) {
+        log_store(c, it, op, rc, *outcome);
     }
     storage_release(srv->storage, &it);
     if (rc == STORAGE_ENOMEM && op != STORAGE_APPEND && op != STORAGE_PREPEND) {

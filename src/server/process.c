@@ -17,6 +17,7 @@
 #include "process_meta.h"
 #include "server.h"
 #include "storage.h"
+#include "watch.h"
 
 static struct server *srv_of(struct conn *c)
 {
@@ -304,6 +305,25 @@ static void process_stats(struct conn *c, const struct text_request *req)
     conn_out(c, "END\r\n", 5);
 }
 
+/* watch: the watcher collects lines from now on; once the OK is written,
+ * conn.c hands it the socket. */
+static void process_watch(struct conn *c, const struct text_request *req)
+{
+    struct server *srv = srv_of(c);
+    unsigned flags;
+    if (!srv->settings->watch_enabled) {
+        reply(c, "CLIENT_ERROR watch commands not allowed");
+    } else if (c->is_udp || c->watcher != NULL || srv->watch == NULL ||
+               watch_parse_flags(req->args + 1, req->nargs - 1, &flags) != 0) {
+        reply(c, "ERROR");
+    } else if ((c->watcher = watch_reserve(srv->watch, flags)) == NULL) {
+        reply(c, "WATCHER_TOO_MANY log watcher limit reached");
+    } else {
+        reply(c, "OK");
+        c->close_after_write = true;
+    }
+}
+
 void process_text(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
@@ -370,6 +390,9 @@ void process_text(struct conn *c, const struct text_request *req)
         break;
     case TEXT_CMD_LRU_CRAWLER:
         dump_lru_crawler(c, req);
+        break;
+    case TEXT_CMD_WATCH:
+        process_watch(c, req);
         break;
     case TEXT_CMD_ERROR:
     default:

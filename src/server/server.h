@@ -22,6 +22,7 @@
 struct conn;
 struct listener;
 struct prefix_stats;
+struct watch;
 struct event_base;
 struct event;
 
@@ -67,6 +68,7 @@ struct server {
     struct conn **registry; /* by fd, for "stats conns" */
     int registry_size;
     struct prefix_stats *prefix_stats; /* "stats detail" */
+    struct watch *watch;               /* "watch" log streams (watch.c) */
     struct listener *listeners;        /* set up by listener.c */
     int nlisteners;
     int *udp_fds; /* set up by udp.c; -1 once a worker owns one */

@@ -65,6 +65,8 @@ static const char *const suboption_help[] = {
     "hashpower:           initial hash table size as a power of two (12..32)",
     "no_hashexpand:       disable hash table expansion",
     "idle_timeout:        close connections idle this many seconds (default: 0, off)",
+    "metrics_port:        serve Prometheus metrics on GET /metrics at this TCP port,",
+    "                     on the -l addresses (default: 0, off)",
     "relaxed_privileges:  accepted for compatibility",
     "slab_chunk_max, slab_reassign, slab_automove, lru_crawler, lru_maintainer,",
     "hot_lru_pct, warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl,",
@@ -227,6 +229,7 @@ static int parse_suboption(struct settings *s, char *opt)
     } ints[] = {
         {"hashpower", &s->hashpower_init, 12, 32},
         {"idle_timeout", &s->idle_timeout, 0, INT_MAX},
+        {"metrics_port", &s->metrics_port, 0, 65535},
         {"slab_automove_window", &s->slab_automove_window, 3, 1800},
         {"lru_crawler_sleep", &s->lru_crawler_sleep, 0, 1000000},
         {"hot_lru_pct", &s->hot_lru_pct, 1, 80},
@@ -742,4 +745,5 @@ void settings_render(const struct settings *s,
     emit_int(emit, ctx, "num_napi_ids", s->num_napi_ids);
     emit(ctx, "memory_file", s->memory_file ? s->memory_file : "(null)");
     emit(ctx, "eviction_policy", "sieve");
+    emit_int(emit, ctx, "metrics_port", s->metrics_port);
 }

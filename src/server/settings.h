@@ -84,6 +84,7 @@ struct settings {
     bool track_sizes;
     bool relaxed_privileges;
     bool drop_privileges;
+    int metrics_port; /* -o metrics_port: Prometheus endpoint, 0 = off */
 };
 
 /* Fills memcached's defaults. */

@@ -188,6 +188,10 @@ void workers_dispatch(struct server *srv, int fd, const char *listen_addr)
     w->queue_tail = p;
     pthread_mutex_unlock(&w->queue_lock);
     worker_notify(w);
+    if (log_enabled(LOG_TRACE)) {
+        log_msg(LOG_TRACE, "fd %d from %s handed to worker %u", fd,
+                listen_addr != NULL ? listen_addr : "?", w->id);
+    }
 }
 
 void workers_stop(struct server *srv)

@@ -234,7 +234,7 @@ static void test_http_probe(void **state)
     expect_err("delete / HTTP/1.1\r\n", TEXT_ERR_DELETE_USAGE, false);
     expect_err("got / HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
     expect_cmd("lru_crawler HTTP/1.1\r\n", TEXT_CMD_LRU_CRAWLER, &req);
-    expect_err("watch HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
+    expect_cmd("watch HTTP/1.1\r\n", TEXT_CMD_WATCH, &req);
     expect_err("lru x HTTP/1.1\r\n", TEXT_ERR_ERROR, false);
     expect_cmd("version HTTP/1.1\r\n", TEXT_CMD_VERSION, &req);
 
@@ -667,8 +667,8 @@ static void test_meta_and_unknown(void **state)
     expect_err("m\r\n", TEXT_ERR_ERROR, false);
 
     /*
-     * Unknown or not yet served commands. On 1.6.18 slabs, watch and extstore
-     * are real commands; memstash answers ERROR for now.
+     * Unknown or not yet served commands. On 1.6.18 slabs and extstore are
+     * real commands; memstash answers ERROR for now.
      */
     expect_err("foo\r\n", TEXT_ERR_ERROR, false);
     expect_err("foo bar noreply\r\n", TEXT_ERR_ERROR, false);
@@ -678,7 +678,13 @@ static void test_meta_and_unknown(void **state)
     expect_cmd("lru_crawler crawl all\r\n", TEXT_CMD_LRU_CRAWLER, &req);
     assert_int_equal(req.nargs, 3);
     assert_token(&req.args[2], "all");
-    expect_err("watch\r\n", TEXT_ERR_ERROR, false);
+    expect_cmd("watch\r\n", TEXT_CMD_WATCH, &req);
+    assert_int_equal(req.nargs, 1);
+    expect_cmd("watch fetchers connevents\r\n", TEXT_CMD_WATCH, &req);
+    assert_int_equal(req.nargs, 3);
+    assert_false(req.noreply);
+    expect_cmd("watch noreply\r\n", TEXT_CMD_WATCH, &req);
+    assert_true(req.noreply);
     expect_err("extstore\r\n", TEXT_ERR_ERROR, false);
     expect_err("versions\r\n", TEXT_ERR_ERROR, false);
     assert_int_equal(parse("foo\r\n", &req, &(size_t){0}), TEXT_OK);
