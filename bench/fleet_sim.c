@@ -45,8 +45,9 @@ struct mode {
 static const struct mode modes[] = {
     {"ketama", DIST_KETAMA, HASH_DEFAULT, false, false},
     {"ketama-md5", DIST_KETAMA, HASH_MD5, false, false},
-    {"ketama-weighted", DIST_KETAMA, HASH_DEFAULT, true, false},
-    {"ketama-weighted-mix", DIST_KETAMA, HASH_DEFAULT, true, true},
+    /* MST_DIST_KETAMA_WEIGHTED (memstash -d ketama-weighted) hashes keys with MD5. */
+    {"ketama-weighted", DIST_KETAMA, HASH_MD5, true, false},
+    {"ketama-weighted-mix", DIST_KETAMA, HASH_MD5, true, true},
     {"modula", DIST_MODULA, HASH_DEFAULT, false, false},
     {"python", DIST_PYTHON, HASH_DEFAULT, false, false},
 };
