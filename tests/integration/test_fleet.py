@@ -65,7 +65,7 @@ class Proxy:
             "  listen: 127.0.0.1:%d" % self.port,
             "  hash: %s" % self.hash_name,
             "  distribution: ketama",
-            "  timeout: 2000",
+            "  timeout: 10000",
             "  preconnect: true",
             "  auto_eject_hosts: true",
             "  server_retry_timeout: %d" % RETRY_MS,
@@ -114,7 +114,7 @@ class Proxy:
             self.proc.wait(timeout=10)
 
     def client(self):
-        return Client(("127.0.0.1", self.port), connect_timeout=5, timeout=5,
+        return Client(("127.0.0.1", self.port), connect_timeout=5, timeout=15,
                       default_noreply=False)
 
     def stats(self):
