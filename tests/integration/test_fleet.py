@@ -8,7 +8,11 @@ pymemcache through the proxy only:
   land on all three servers (curr_items > 0 on each, summing to 10,000);
 - one backend is SIGKILLed by pid: after the proxy ejects it (bounded wait),
   keys of the surviving servers still hit, keys of the dead one miss (they
-  now hash to a survivor), and sets of either kind succeed and read back.
+  now hash to a survivor), and sets of either kind succeed and read back;
+- with unnamed servers (host:port:weight), nutcracker's ketama places every
+  key where libmemstash's weighted ketama with the same key hash does
+  (`memstash -d ketama-weighted -H fnv1a_64 locate`), so clients that go
+  direct and clients that go through the proxy agree.
 
 nutcracker runs in the foreground and is stopped by its pid. The per-server
 split and the ejection time are printed (pytest -s shows them).
@@ -23,11 +27,13 @@ import time
 
 import pytest
 
-from conftest import free_port, kill_pid, pid_alive, wait_port
+from conftest import MEMSTASHD, free_port, kill_pid, pid_alive, wait_port
 
 from pymemcache.client.base import Client
 
 NUTCRACKER = os.environ.get("NUTCRACKER", "/usr/sbin/nutcracker")
+BUILD_SRC = os.path.dirname(os.path.dirname(os.path.abspath(MEMSTASHD))) if MEMSTASHD else ""
+CLI = os.environ.get("MEMSTASH_CLI") or os.path.join(BUILD_SRC, "cli", "memstash")
 NKEYS = 10000
 BATCH = 500
 # Long enough that an ejected server stays out for the rest of the test.
@@ -44,9 +50,11 @@ def require_nutcracker():
 class Proxy:
     """One nutcracker process in the foreground, stopped by its pid."""
 
-    def __init__(self, tmp_path, backends):
+    def __init__(self, tmp_path, backends, hash_name="fnv1a_64", named=True):
         self.tmp = tmp_path
         self.backends = backends
+        self.hash_name = hash_name
+        self.named = named
         self.proc = None
         self.port = None
         self.stats_port = None
@@ -55,9 +63,9 @@ class Proxy:
         lines = [
             "memstash:",
             "  listen: 127.0.0.1:%d" % self.port,
-            "  hash: fnv1a_64",
+            "  hash: %s" % self.hash_name,
             "  distribution: ketama",
-            "  timeout: 2000",
+            "  timeout: 10000",
             "  preconnect: true",
             "  auto_eject_hosts: true",
             "  server_retry_timeout: %d" % RETRY_MS,
@@ -65,7 +73,7 @@ class Proxy:
             "  servers:",
         ]
         for i, srv in enumerate(self.backends):
-            lines.append("    - 127.0.0.1:%d:1 ms%d" % (srv.port, i))
+            lines.append("    - 127.0.0.1:%d:1%s" % (srv.port, " ms%d" % i if self.named else ""))
         return "\n".join(lines) + "\n"
 
     def start(self):
@@ -106,7 +114,7 @@ class Proxy:
             self.proc.wait(timeout=10)
 
     def client(self):
-        return Client(("127.0.0.1", self.port), connect_timeout=5, timeout=5,
+        return Client(("127.0.0.1", self.port), connect_timeout=5, timeout=15,
                       default_noreply=False)
 
     def stats(self):
@@ -285,3 +293,38 @@ def test_proxy_ejects_a_killed_backend(fleet):
     while ejects() < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ejects() >= 1
+
+
+@pytest.mark.parametrize("hash_name", ["fnv1a_64", "md5"])
+def test_proxy_places_keys_like_libmemstash_weighted_ketama(server_factory, tmp_path, hash_name):
+    """nutcracker's ketama is libmemcached's weighted ketama (160 points per
+    equal-weight server, MD5 points named host:port-i) with its key hash."""
+    require_nutcracker()
+    if not (os.path.isfile(CLI) and os.access(CLI, os.X_OK)):
+        pytest.fail("memstash tool not found at %r (set MEMSTASH_CLI)" % CLI)
+    backends = [server_factory("-m", "64") for _ in range(3)]
+    proxy = Proxy(tmp_path, backends, hash_name=hash_name, named=False)
+    proxy.start()
+    try:
+        keys = ["place:%s:%04d" % (hash_name, i) for i in range(3000)]
+        c = proxy.client()
+        try:
+            set_all(c, keys)
+        finally:
+            c.close()
+        assert proxy.proc.poll() is None
+    finally:
+        proxy.stop()
+    where = owners(backends, keys)
+    assert len(where) == len(keys)
+    specs = ["127.0.0.1:%d" % s.port for s in backends]
+    p = subprocess.run([CLI, "-s", ",".join(specs), "-d", "ketama-weighted", "-H", hash_name,
+                        "--json", "locate", "-"], input=("\n".join(keys) + "\n").encode(),
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    loc = {r["key"]: specs.index(r["server"]) for r in json.loads(p.stdout)}
+    agree = sum(1 for k in keys if where[k] == loc[k])
+    print("\nnutcracker ketama %s vs memstash -d ketama-weighted -H %s: %d/%d keys agree"
+          % (hash_name, hash_name, agree, len(keys)))
+    assert agree == len(keys)
+    assert len(set(where.values())) == 3
