@@ -3,13 +3,15 @@
 python-memcached 1.59 (memcache) and pylibmc 1.6 (libmemcached), all three
 on the same server, for get, set, get_multi(100) and set_multi(100).
 
-For each round, each operation is timed for every client in turn (A B C A B
-C ...), so drift on a noisy machine hits all three alike; the report is the
-median ops/s per client and operation and the median ratios memstash/other.
+For each round, each operation is timed for every client in turn (A B C, then
+B C A, C A B ... as rounds go), so drift on a noisy machine hits all three
+alike; many short rounds beat a few long ones there. The report is the
+median ops/s per client and operation and the median over rounds of the
+per-round ratio memstash/other.
 A multi operation counts one op per call (100 keys).
 
-    python3 bench/python_clients.py --server 127.0.0.1:11211 [--rounds 5]
-        [--seconds 1.0] [--value-size 100] [--csv out.csv]
+    python3 bench/python_clients.py --server 127.0.0.1:11211 [--rounds 15]
+        [--seconds 0.3] [--value-size 100] [--csv out.csv]
 
 The memstash module is imported from $MEMSTASH_PYTHONPATH (or sys.path).
 bench/python_clients.sh starts a memstashd and runs this.
@@ -90,8 +92,8 @@ def run_op(client, op, value, keys, mapping, seconds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", required=True, help="host:port of a memcached-compatible server")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=1.0, help="per client, op and round")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--seconds", type=float, default=0.3, help="per client, op and round")
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--csv", help="write every measurement here")
     args = ap.parse_args()
@@ -107,7 +109,10 @@ def main():
     results = {(c, op): [] for c, _ in clients for op in OPS}
     for r in range(args.rounds):
         for op in OPS:
-            for name, client in clients:
+            # The order rotates every round (A B C, B C A, C A B...), so no client
+            # always runs first or last after another one.
+            k = (r + OPS.index(op)) % len(clients)
+            for name, client in clients[k:] + clients[:k]:
                 client.set_multi(mapping)
                 ops = run_op(client, op, value, keys, mapping, args.seconds)
                 results[(name, op)].append(ops)

@@ -6,14 +6,14 @@
 # bench/results/. Starts the server on a free loopback port and stops it by
 # pid. A benchmark, not a test: make test does not run it.
 #
-#   bench/python_clients.sh                          # BUILD=build ROUNDS=5 SECONDS_PER=1
-#   BUILD=/tmp/build ROUNDS=7 SECONDS_PER=2 VALUE_SIZE=100 bench/python_clients.sh
+#   bench/python_clients.sh                          # BUILD=build ROUNDS=15 SECONDS_PER=0.3
+#   BUILD=/tmp/build ROUNDS=31 SECONDS_PER=0.5 VALUE_SIZE=100 bench/python_clients.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
-ROUNDS=${ROUNDS:-5}
-SECONDS_PER=${SECONDS_PER:-1}
+ROUNDS=${ROUNDS:-15}
+SECONDS_PER=${SECONDS_PER:-0.3}
 VALUE_SIZE=${VALUE_SIZE:-100}
 SERVER_FLAGS=${SERVER_FLAGS:-"-t 2 -m 64 -U 0 -l 127.0.0.1"}
 MEMSTASHD=${MEMSTASHD:-$BUILD/src/server/memstashd}

@@ -24,6 +24,8 @@
  *     server list, dead-server state, cas_ids and stats are shared; each
  *     thread borrows its own libmemstash handle (connections) from the
  *     Client's pool. The GIL is released during network I/O.
+ *   - Additions: cached() (cache-aside where one caller recomputes a missing
+ *     or stale value, through meta-protocol leases) and invalidate().
  *
  * The hot paths (key checks, value encoding and decoding for str, bytes and
  * int, get/set/get_multi) are C; pickling, compression and the server-spec

@@ -62,7 +62,6 @@ setup(
     name="memstash",
     version=project_version(),
     description="memstash client: a drop-in, thread-safe, faster python-memcached Client",
-    license="BSD-3-Clause",
     python_requires=">=3.9",
     ext_modules=[
         Extension(

@@ -593,7 +593,8 @@ void io_run(struct io_call *call)
             if (!srv->connecting && srv->wbuf.off == srv->wbuf.len && srv->pending == 0 &&
                 !srv->probing) {
                 srv->active = false;
-                srv->last_ok_ms = now;
+                /* After an error reply the server may hang up: probe next time. */
+                srv->last_ok_ms = srv->status == MST_OK ? now : 0;
                 health_success(m, srv);
                 continue;
             }

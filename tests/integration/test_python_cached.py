@@ -201,11 +201,11 @@ def test_cached_serves_stale_while_recomputing(client):
     assert client.invalidate("st") == 1
     assert client.invalidate("missing") == 0
     seen = {}
-    entered = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow():
         entered.set()
-        time.sleep(1.0)
+        release.wait(30)      # recomputing until the main thread has looked
         return "v2"
 
     t = threading.Thread(target=lambda: seen.setdefault("winner", client.cached("st", slow)))
@@ -216,6 +216,7 @@ def test_cached_serves_stale_while_recomputing(client):
         for _ in range(5):
             assert client.cached("st", lambda: pytest.fail("second loader ran")) == "v1"
     finally:
+        release.set()
         t.join(30)
     assert seen == {"winner": "v2"}
     assert client.cached("st", lambda: "v3") == "v2"
@@ -225,27 +226,31 @@ def test_cached_serves_stale_while_recomputing(client):
 def test_cached_recomputes_ahead_of_expiry(client):
     """With a short TTL and recache_below, one caller recomputes before the item
     expires while the others keep getting the current value."""
-    assert client.cached("ttl", lambda: "old", time=4, recache_below=3) == "old"
-    time.sleep(2.2)   # now fewer than 3 of its 4 seconds are left
+    t0 = time.monotonic()
+    assert client.cached("ttl", lambda: "old", time=8, recache_below=7) == "old"
+    time.sleep(2.2)   # now fewer than 7 of its 8 seconds are left
     seen = {}
-    entered = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow():
         entered.set()
-        time.sleep(1.0)
+        release.wait(30)
         return "new"
 
     t = threading.Thread(
-        target=lambda: seen.setdefault("w", client.cached("ttl", slow, time=60, recache_below=3)))
+        target=lambda: seen.setdefault("w", client.cached("ttl", slow, time=60, recache_below=7)))
     t.start()
     try:
         assert entered.wait(10)
         assert client.cached("ttl", lambda: pytest.fail("second loader ran"), time=60,
-                             recache_below=3) == "old"
+                             recache_below=7) == "old"
     finally:
+        release.set()
         t.join(30)
     assert seen == {"w": "new"}
-    time.sleep(2.5)   # past the first item's expiry: the new one (60 s) is there
+    assert time.monotonic() - t0 < 7, "too slow a run: the first item may have expired"
+    time.sleep(max(0.0, 9.5 - (time.monotonic() - t0)))
+    # Past the first item's expiry: the recomputed one (60 s) is there.
     assert client.get("ttl") == "new"
 
 
