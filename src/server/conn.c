@@ -52,10 +52,10 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     c->w = w;
     c->fd = fd;
-    c->state = CONN_NEW_CMD;
+    conn_set_state(c, CONN_NEW_CMD);
     c->listen_addr = listen_addr;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
-    c->last_cmd_time = clock_now(&w->srv->clock);
+    conn_set_last_cmd(c, clock_now(&w->srv->clock));
     c->ev_flags = EV_READ | EV_PERSIST;
     c->ev = event_new(w->base, fd, c->ev_flags, conn_event_cb, c);
     if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
@@ -163,7 +163,7 @@ void conn_reset(struct conn *c)
     storage_release(c->w->srv->storage, &c->item);
     free(c->meta_pending);
     c->meta_pending = NULL;
-    c->state = CONN_NEW_CMD;
+    conn_set_state(c, CONN_NEW_CMD);
     c->swallow = 0;
     c->rstart = c->rlen = 0;
     c->close_after_write = c->close_now = false;
@@ -450,7 +450,7 @@ static bool conn_process_binary(struct conn *c)
     case BIN_OK:
         break;
     }
-    c->last_cmd_time = clock_now(&c->w->srv->clock);
+    conn_set_last_cmd(c, clock_now(&c->w->srv->clock));
     /* The request's pointers stay valid until consume(): process never reads. */
     process_binary(c, &req);
     consume(c, used);
@@ -476,7 +476,7 @@ bool conn_run(struct conn *c, bool *yielded)
             if (c->item_done < c->item_need) {
                 return true;
             }
-            c->state = CONN_NEW_CMD;
+            conn_set_state(c, CONN_NEW_CMD);
             process_complete_nread(c);
             continue;
         }
@@ -487,7 +487,7 @@ bool conn_run(struct conn *c, bool *yielded)
             if (c->swallow > 0) {
                 return true;
             }
-            c->state = CONN_NEW_CMD;
+            conn_set_state(c, CONN_NEW_CMD);
             continue;
         }
         if (c->rlen == 0) {
@@ -523,7 +523,7 @@ bool conn_run(struct conn *c, bool *yielded)
         if (st == TEXT_CLOSE) {
             return false;
         }
-        c->last_cmd_time = clock_now(&srv->clock);
+        conn_set_last_cmd(c, clock_now(&srv->clock));
         /* The request's pointers stay valid until consume() below: process
          * never reads from the socket. */
         process_text(c, &req);

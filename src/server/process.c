@@ -94,7 +94,7 @@ static void process_update(struct conn *c, const struct text_request *req)
         reply(c, rc == STORAGE_E2BIG ? "SERVER_ERROR object too large for cache"
                                      : "SERVER_ERROR out of memory storing object");
         c->swallow = (uint64_t)req->bytes + 2;
-        c->state = CONN_SWALLOW;
+        conn_set_state(c, CONN_SWALLOW);
         return;
     }
     c->item = it;
@@ -103,7 +103,7 @@ static void process_update(struct conn *c, const struct text_request *req)
     c->item_hv = hv;
     c->item_done = 0;
     c->item_need = req->bytes + 2;
-    c->state = CONN_NREAD;
+    conn_set_state(c, CONN_NREAD);
 }
 
 void process_complete_nread(struct conn *c)
