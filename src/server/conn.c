@@ -30,6 +30,11 @@
 #define WBUF_KEEP (64 * 1024) /* larger write buffers are freed once drained */
 #define RBUF_KEEP (64 * 1024)
 #define IOV_BATCH 512
+/* Once this much output is queued, no further request of the batch runs
+ * until it has been written: a client that pipelines requests but reads
+ * slowly or never (it stops being read from while its output cannot drain)
+ * pins at most this much plus one request's reply. */
+#define OUT_BATCH_MAX (4u * 1024 * 1024)
 /* Replies held back while a binary request's body is swallowed, at most. */
 #define SWALLOW_HOLD_MAX (64 * 1024)
 
@@ -502,6 +507,10 @@ bool conn_run(struct conn *c, bool *yielded)
                 log_msg(LOG_DEBUG, "%d: Client using the %s protocol", c->fd,
                         c->binary ? "binary" : "ascii");
             }
+        }
+        if (c->out_bytes > OUT_BATCH_MAX) {
+            *yielded = true; /* resumes once the output has been written */
+            return true;
         }
         if (budget-- <= 0) {
             STAT_INCR(&c->w->stats, conn_yields);
