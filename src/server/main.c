@@ -104,6 +104,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "failed to set up the storage engine\n");
         rc = EX_OSERR;
     }
+#ifdef MEMSTASH_FAULT_INJECTION
+    /* Test builds only: item allocations fail on demand (test_faults.py). */
+    const char *fault_every = getenv("MEMSTASH_FAULT_ALLOC_EVERY");
+    if (rc == 0 && fault_every != NULL) {
+        storage_fault_inject(srv.storage, (unsigned)strtoul(fault_every, NULL, 10));
+    }
+#endif
     if (rc == 0 && settings.track_sizes) {
         storage_sizes_enable(srv.storage, true);
     }

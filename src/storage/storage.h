@@ -438,6 +438,13 @@ bool storage_sizes_enabled(const struct storage *st);
 void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, uint64_t count),
                          void *ctx);
 
+#ifdef MEMSTASH_FAULT_INJECTION
+/* Test builds only (MEMSTASH_FAULT_INJECTION): from now on every `every`-th
+ * item allocation (set, append/prepend, incr/decr, vivify) fails with
+ * STORAGE_ENOMEM as if memory were exhausted; 0 turns it off. */
+void storage_fault_inject(struct storage *st, unsigned every);
+#endif
+
 /* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
 void storage_reset_stats(struct storage *st);
 

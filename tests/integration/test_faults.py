@@ -243,3 +243,49 @@ def test_long_lines_are_bounded(server_factory):
                 pass
             assert c.wait_closed(10.0)
     still_serves(srv)
+
+
+MEMSTASHD_FAULT = os.environ.get("MEMSTASHD_FAULT", "")
+
+
+def bin_set(key, value, opaque):
+    return struct.pack(">BBHBBHIIQ", 0x80, 0x01, len(key), 8, 0, 0, 8 + len(key) + len(value),
+                       opaque, 0) + struct.pack(">II", 0, 0) + key + value
+
+
+@pytest.mark.memstash_only
+def test_allocation_failures(server_factory, monkeypatch):
+    """memstashd_fault (MEMSTASH_FAULT_INJECTION) with every 2nd item
+    allocation failing: memcached's out-of-memory answers in each protocol,
+    the refused data blocks are swallowed, and the server keeps going."""
+    if not (MEMSTASHD_FAULT and os.access(MEMSTASHD_FAULT, os.X_OK)):
+        pytest.skip("MEMSTASHD_FAULT (the memstashd_fault build) is not set")
+    monkeypatch.setenv("MEMSTASH_FAULT_ALLOC_EVERY", "2")
+    srv = server_factory(binary=MEMSTASHD_FAULT)
+    oom_store = b"SERVER_ERROR out of memory storing object\r\n"
+    with srv.client() as c:
+        c.check(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n")            # 1st allocation
+        c.check(b"set b 0 0 1\r\nx\r\n", oom_store)                # 2nd fails
+        c.check(b"set c 0 0 1\r\nx\r\n", b"STORED\r\n")
+        c.check(b"append a 0 0 2\r\nyy\r\n", oom_store)            # its data block
+        # data block allocated, the joined item not: memcached says NOT_STORED
+        c.check(b"append a 0 0 2\r\nyy\r\n", b"NOT_STORED\r\n")
+        c.check(b"set n 0 0 1\r\n9\r\n", b"STORED\r\n")
+        c.check(b"incr n 1\r\n", b"SERVER_ERROR out of memory\r\n")  # "10" needs a new item
+        c.check(b"incr n 100\r\n", b"109\r\n")
+        c.check(b"ms m 2\r\nhi\r\n", oom_store)
+        c.check(b"ms m2 2\r\nhi\r\n", b"HD\r\n")
+    with srv.client() as c:  # a binary connection
+        c.send(bin_set(b"bk", b"vv", 1) + bin_set(b"bk", b"vv", 2))
+        first = c.read_exact(24 + len(b"Out of memory"))
+        assert first[:2] == b"\x81\x01" and first[6:8] == b"\x00\x82" and \
+            first.endswith(b"Out of memory")
+        second = c.read_exact(24)
+        assert second[:2] == b"\x81\x01" and second[6:8] == b"\x00\x00"
+    with srv.client() as c:
+        c.check(b"get a b c m2 bk\r\n",
+                b"VALUE a 0 1\r\nx\r\nVALUE c 0 1\r\nx\r\nVALUE m2 0 2\r\nhi\r\n"
+                b"VALUE bk 0 2\r\nvv\r\nEND\r\n")
+        s = c.stats()
+        assert int(s["curr_items"]) == 5
+    assert srv.alive()

@@ -29,13 +29,13 @@ from conftest import MEMSTASHD, pid_alive
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 THREADS = 20
 CONNS_PER_THREAD = 10
-MEM_MB = 32
+MEM_MB = 8
 
 
 def is_asan(path):
     try:
         with open(path, "rb") as f:
-            return b"AddressSanitizer" in f.read()
+            return b"__asan_init" in f.read()
     except OSError:
         return False
 
@@ -44,7 +44,7 @@ ASAN = is_asan(MEMSTASHD)
 # memstashd normally stays well under -m + 40 MiB (buffers of 200
 # connections, the hash table, thread stacks); ASan adds its shadow,
 # quarantine (capped below) and allocator metadata.
-RSS_SLACK_MB = 160 if ASAN else 48
+RSS_SLACK_MB = 112 if ASAN else 48
 
 
 def rss_kb(pid):
@@ -56,7 +56,7 @@ def rss_kb(pid):
 
 
 def soak_thread(port, stats, writer, deadline, errors):
-    w = mixload.Workload("127.0.0.1", port, stats, writer, nkeys=200,
+    w = mixload.Workload("127.0.0.1", port, stats, writer, nkeys=2000,
                          seed=random.randrange(1 << 30), flush_every=20000)
     protos = ("text", "meta", "binary")
     conns = []
