@@ -29,7 +29,7 @@ from conftest import MEMSTASHD, pid_alive
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 THREADS = 20
 CONNS_PER_THREAD = 10
-MEM_MB = 8
+MEM_MB = 16
 
 
 def is_asan(path):
@@ -56,7 +56,7 @@ def rss_kb(pid):
 
 
 def soak_thread(port, stats, writer, deadline, errors):
-    w = mixload.Workload("127.0.0.1", port, stats, writer, nkeys=2000,
+    w = mixload.Workload("127.0.0.1", port, stats, writer, nkeys=500,
                          seed=random.randrange(1 << 30), flush_every=20000)
     protos = ("text", "meta", "binary")
     conns = []
