@@ -78,7 +78,7 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     struct server *srv = w->srv;
     __atomic_add_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
     registry_set(srv, fd, c);
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d new auto-negotiating client connection", fd);
     }
     return c;
@@ -116,7 +116,7 @@ void conn_close(struct conn *c, const char *reason)
 {
     struct worker *w = c->w;
     struct server *srv = w->srv;
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
     }
     event_free(c->ev);
@@ -245,7 +245,7 @@ void conn_out(struct conn *c, const void *data, size_t len)
 void conn_out_str(struct conn *c, const char *s)
 {
     size_t n = strlen(s);
-    if (c->w->srv->verbose > 1) {
+    if (server_verbose(c->w->srv) > 1) {
         log_msg(LOG_DEBUG, ">%d %s", c->fd, s);
     }
     conn_out(c, s, n);
@@ -503,7 +503,7 @@ bool conn_run(struct conn *c, bool *yielded)
             unsigned char first = (unsigned char)c->rbuf[c->rstart];
             enum binding_protocol bp = srv->settings->binding_protocol;
             c->binary = bp == PROTO_BINARY || (bp == PROTO_AUTO && first == 0x80);
-            if (srv->verbose > 1) {
+            if (server_verbose(srv) > 1) {
                 log_msg(LOG_DEBUG, "%d: Client using the %s protocol", c->fd,
                         c->binary ? "binary" : "ascii");
             }

@@ -46,7 +46,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     (void)what;
     if (sig == SIGHUP) {
-        if (srv->verbose > 0) {
+        if (server_verbose(srv) > 0) {
             log_msg(LOG_INFO, "SIGHUP received: nothing to reload");
         }
         return;
@@ -152,14 +152,14 @@ int main(int argc, char **argv)
         rc = daemon_write_pidfile(pidfile);
     }
     if (rc == 0) {
-        if (srv.verbose > 1) {
+        if (server_verbose(&srv) > 1) {
             for (int i = 0; i < srv.nlisteners; i++) {
                 log_msg(LOG_DEBUG, "<%d server listening (%s) on %s", srv.listeners[i].fd,
                         settings_protocol_name(settings.binding_protocol), srv.listeners[i].name);
             }
         }
         event_base_dispatch(srv.main_base);
-        if (srv.verbose > 0) {
+        if (server_verbose(&srv) > 0) {
             log_msg(LOG_INFO, srv.shutdown_mode == 2 ? "Gracefully stopping" : "Exiting normally");
         }
         daemon_remove_pidfile(pidfile);

@@ -330,7 +330,7 @@ void process_binary(struct conn *c, const struct bin_request *req)
 {
     struct server *srv = srv_of(c);
     conn_mark_response(c, true);
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d Read binary protocol data: %s", c->fd,
                 bin_opcode_name(req->hdr.opcode));
     }

@@ -244,6 +244,10 @@ class Workload:
             return b"gat 0 %s\r\n" % k, lambda c: self.text_values(c, [k], False)
         if r < 0.90:
             return b"version\r\n", self.text_version
+        if r < 0.905:
+            # a worker changes the verbosity every other worker reads
+            return b"verbosity %d\r\n" % self.rng.randrange(2), \
+                lambda c: expect_in(c.line(), {b"OK"}, "verbosity")
         if r < 0.92:
             grp = self.rng.choice((b"", b" items", b" slabs", b" settings", b" conns"))
             self.stats.add(stats_calls=1)

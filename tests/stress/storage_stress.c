@@ -296,7 +296,7 @@ static void one_op(struct worker *w)
         if (storage_alloc(sh->st, key, nkey, 0, 0, 100, now, &it) == 0) {
             storage_release(sh->st, &it);
         }
-    } else if (rnd(&w->rng) % 400 == 0) {
+    } else if (rnd(&w->rng) % 40 == 0) {
         storage_flush(sh->st, r % 2 == 0 ? now + 1 : now, now);
         __atomic_fetch_add(&sh->flushes, 1, __ATOMIC_RELAXED);
     } else {
