@@ -98,4 +98,4 @@ install: deps-build
 	DESTDIR=$(DESTDIR) cmake --install build-install
 
 clean:
-	rm -rf build build-asan build-install build-fuzz build-tsan build-fault
+	rm -rf build build-asan build-install build-fuzz build-tsan
