@@ -22,7 +22,7 @@ SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '
 
 PREFIX ?= /usr/local
 
-.PHONY: fuzz install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
+.PHONY: tsan fuzz install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
 
 # Installs the packages in $(1) that dpkg does not have yet.
 define install_missing
@@ -70,6 +70,19 @@ test: deps-test format-check build build-asan
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 	tests/fuzz/run.sh build-fuzz 10
 
+# ThreadSanitizer tree (build-tsan): the storage engine stress program, then
+# memstashd under many client threads over TCP. Fails on any TSan report.
+# See docs/testing.md. TSAN_SECONDS sets each run's length.
+TSAN_SECONDS ?= 60
+TSAN_ENV := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
+
+tsan: deps-test
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSTASH_TSAN=ON -DMEMSTASH_TESTS=ON $(CMAKE_FLAGS)
+	cmake --build build-tsan -j $(JOBS) --target memstashd storage_stress
+	$(TSAN_ENV) build-tsan/tests/stress/storage_stress 8 400000 $(TSAN_SECONDS)
+	$(TSAN_ENV) /usr/bin/python3 tests/stress/server_stress.py build-tsan/src/server/memstashd \
+	    --threads 12 --seconds $(TSAN_SECONDS)
+
 # Runs every libFuzzer driver for FUZZ_SECONDS each (make test runs 10 s each).
 fuzz: deps-test
 	tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
@@ -86,4 +99,4 @@ install: deps-build
 	DESTDIR=$(DESTDIR) cmake --install build-install
 
 clean:
-	rm -rf build build-asan build-install build-fuzz
+	rm -rf build build-asan build-install build-fuzz build-tsan

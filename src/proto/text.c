@@ -439,7 +439,7 @@ enum text_status text_parse(const char *buf, size_t len, struct text_request *re
     *consumed = 0;
     const char *nl = memchr(buf, '\n', len);
     if (nl == NULL) {
-        if (len > TEXT_LINE_MAX && !text_is_multiget(buf, len)) {
+        if (len > TEXT_LINE_MAX && (len > TEXT_MULTIGET_LINE_MAX || !text_is_multiget(buf, len))) {
             return TEXT_CLOSE;
         }
         return TEXT_NEED_MORE;

@@ -30,7 +30,13 @@
  * is closed, unless the data starts with "get " or "gets " (after at most
  * TEXT_LEADING_SPACE_MAX spaces): multigets may be arbitrarily long.
  */
-#define TEXT_LINE_MAX          2048
+#define TEXT_LINE_MAX 2048
+/*
+ * memcached lets a multiget line grow without bound; we close the connection
+ * once this many bytes are buffered without a newline even then (some
+ * 8,000 keys of 250 bytes, or 300,000 short ones, in one line).
+ */
+#define TEXT_MULTIGET_LINE_MAX (2 * 1024 * 1024)
 #define TEXT_LEADING_SPACE_MAX 100
 
 /* A span of bytes; not NUL-terminated. */

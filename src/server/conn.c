@@ -32,6 +32,11 @@
 #define WBUF_KEEP (64 * 1024) /* larger write buffers are freed once drained */
 #define RBUF_KEEP (64 * 1024)
 #define IOV_BATCH 512
+/* Once this much output is queued, no further request of the batch runs
+ * until it has been written: a client that pipelines requests but reads
+ * slowly or never (it stops being read from while its output cannot drain)
+ * pins at most this much plus one request's reply. */
+#define OUT_BATCH_MAX (4u * 1024 * 1024)
 /* Replies held back while a binary request's body is swallowed, at most. */
 #define SWALLOW_HOLD_MAX (64 * 1024)
 
@@ -54,10 +59,10 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     c->w = w;
     c->fd = fd;
-    c->state = CONN_NEW_CMD;
+    conn_set_state(c, CONN_NEW_CMD);
     c->listen_addr = listen_addr;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
-    c->last_cmd_time = clock_now(&w->srv->clock);
+    conn_set_last_cmd(c, clock_now(&w->srv->clock));
     c->ev_flags = EV_READ | EV_PERSIST;
     c->ev = event_new(w->base, fd, c->ev_flags, conn_event_cb, c);
     if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
@@ -75,7 +80,7 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     struct server *srv = w->srv;
     __atomic_add_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
     registry_set(srv, fd, c);
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d new auto-negotiating client connection", fd);
     }
     if (watch_wants(srv->watch, WATCH_CONNEVENTS)) {
@@ -150,7 +155,7 @@ static void conn_free(struct conn *c, bool keep_fd)
 void conn_close(struct conn *c, const char *reason)
 {
     struct server *srv = c->w->srv;
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
     }
     if (!c->is_udp && watch_wants(srv->watch, WATCH_CONNEVENTS)) {
@@ -204,7 +209,7 @@ void conn_reset(struct conn *c)
     free(c->meta_pending);
     c->meta_pending = NULL;
     dump_release(c);
-    c->state = CONN_NEW_CMD;
+    conn_set_state(c, CONN_NEW_CMD);
     c->swallow = 0;
     c->rstart = c->rlen = 0;
     c->close_after_write = c->close_now = false;
@@ -281,7 +286,7 @@ void conn_out(struct conn *c, const void *data, size_t len)
 void conn_out_str(struct conn *c, const char *s)
 {
     size_t n = strlen(s);
-    if (c->w->srv->verbose > 1) {
+    if (server_verbose(c->w->srv) > 1) {
         log_msg(LOG_DEBUG, ">%d %s", c->fd, s);
     }
     conn_out(c, s, n);
@@ -491,7 +496,7 @@ static bool conn_process_binary(struct conn *c)
     case BIN_OK:
         break;
     }
-    c->last_cmd_time = clock_now(&c->w->srv->clock);
+    conn_set_last_cmd(c, clock_now(&c->w->srv->clock));
     /* The request's pointers stay valid until consume(): process never reads. */
     process_binary(c, &req);
     consume(c, used);
@@ -526,7 +531,7 @@ bool conn_run(struct conn *c, bool *yielded)
             if (c->item_done < c->item_need) {
                 return true;
             }
-            c->state = CONN_NEW_CMD;
+            conn_set_state(c, CONN_NEW_CMD);
             process_complete_nread(c);
             continue;
         }
@@ -537,7 +542,7 @@ bool conn_run(struct conn *c, bool *yielded)
             if (c->swallow > 0) {
                 return true;
             }
-            c->state = CONN_NEW_CMD;
+            conn_set_state(c, CONN_NEW_CMD);
             continue;
         }
         if (c->rlen == 0) {
@@ -548,10 +553,14 @@ bool conn_run(struct conn *c, bool *yielded)
             unsigned char first = (unsigned char)c->rbuf[c->rstart];
             enum binding_protocol bp = srv->settings->binding_protocol;
             c->binary = bp == PROTO_BINARY || (bp == PROTO_AUTO && first == 0x80);
-            if (srv->verbose > 1) {
+            if (server_verbose(srv) > 1) {
                 log_msg(LOG_DEBUG, "%d: Client using the %s protocol", c->fd,
                         c->binary ? "binary" : "ascii");
             }
+        }
+        if (c->out_bytes > OUT_BATCH_MAX) {
+            *yielded = true; /* resumes once the output has been written */
+            return true;
         }
         if (budget-- <= 0) {
             STAT_INCR(&c->w->stats, conn_yields);
@@ -573,7 +582,7 @@ bool conn_run(struct conn *c, bool *yielded)
         if (st == TEXT_CLOSE) {
             return false;
         }
-        c->last_cmd_time = clock_now(&srv->clock);
+        conn_set_last_cmd(c, clock_now(&srv->clock));
         /* The request's pointers stay valid until consume() below: process
          * never reads from the socket. */
         process_text(c, &req);

@@ -92,6 +92,18 @@ struct conn {
     uint32_t nmarks, markcap;
 };
 
+/* "stats conns" on another worker reads state and last_cmd_time while the
+ * owner changes them: the owner writes them only through these. */
+static inline void conn_set_state(struct conn *c, enum conn_state s)
+{
+    __atomic_store_n(&c->state, s, __ATOMIC_RELAXED);
+}
+
+static inline void conn_set_last_cmd(struct conn *c, rel_time_t t)
+{
+    __atomic_store_n(&c->last_cmd_time, t, __ATOMIC_RELAXED);
+}
+
 /* Takes a connected, non-blocking socket into worker w. */
 struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr);
 /* Closes the socket, releases items and buffers, frees the connection. */

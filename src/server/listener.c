@@ -257,7 +257,7 @@ static void do_accept(evutil_socket_t lfd, short what, void *arg)
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                if (srv->verbose > 0) {
+                if (server_verbose(srv) > 0) {
                     log_msg(LOG_ERROR, "Too many open connections");
                 }
                 pause_accepting(srv);

@@ -22,7 +22,7 @@ bool log_enabled(enum log_level level)
     if (level == LOG_ERROR || log_verbosity == NULL) {
         return true;
     }
-    int v = *log_verbosity;
+    int v = __atomic_load_n(log_verbosity, __ATOMIC_RELAXED);
     switch (level) {
     case LOG_WARN:
     case LOG_INFO:

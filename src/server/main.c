@@ -51,7 +51,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     (void)what;
     if (sig == SIGHUP) {
-        if (srv->verbose > 0) {
+        if (server_verbose(srv) > 0) {
             log_msg(LOG_INFO, "SIGHUP received: nothing to reload");
         }
         return;
@@ -111,13 +111,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "failed to set up the storage engine\n");
         rc = EX_OSERR;
     }
+#ifdef MEMSTASH_FAULT_INJECTION
+    /* Test builds only: item allocations fail on demand (test_faults.py). */
+    const char *fault_every = getenv("MEMSTASH_FAULT_ALLOC_EVERY");
+    if (rc == 0 && fault_every != NULL) {
+        storage_fault_inject(srv.storage, (unsigned)strtoul(fault_every, NULL, 10));
+    }
+#endif
     if (rc == 0 && settings.track_sizes) {
         storage_sizes_enable(srv.storage, true);
     }
     if (rc == 0 && settings.memory_file != NULL) {
         struct restart_result r;
         rc = restart_load(&srv, settings.memory_file, &r) == 0 ? 0 : EX_OSERR;
-        if (rc == 0 && srv.verbose > 0) {
+        if (rc == 0 && server_verbose(&srv) > 0) {
             log_msg(LOG_INFO, "warm restart: %zu items restored, %zu expired, %zu dropped",
                     r.restored, r.expired, r.dropped);
         }
@@ -173,14 +180,14 @@ int main(int argc, char **argv)
     if (rc == 0) {
         log_msg(LOG_INFO, "memstashd %s started: pid %d, %u worker threads", MEMSTASH_VERSION,
                 (int)getpid(), srv.nworkers);
-        if (srv.verbose > 1) {
+        if (server_verbose(&srv) > 1) {
             for (int i = 0; i < srv.nlisteners; i++) {
                 log_msg(LOG_DEBUG, "<%d server listening (%s) on %s", srv.listeners[i].fd,
                         settings_protocol_name(settings.binding_protocol), srv.listeners[i].name);
             }
         }
         event_base_dispatch(srv.main_base);
-        if (srv.verbose > 0) {
+        if (server_verbose(&srv) > 0) {
             log_msg(LOG_INFO, srv.shutdown_mode == 2 ? "Gracefully stopping" : "Exiting normally");
         }
         daemon_remove_pidfile(pidfile);
@@ -200,7 +207,7 @@ int main(int argc, char **argv)
         size_t saved = 0;
         if (restart_save(&srv, settings.memory_file, &saved) != 0) {
             rc = EX_IOERR;
-        } else if (srv.verbose > 0) {
+        } else if (server_verbose(&srv) > 0) {
             log_msg(LOG_INFO, "warm restart: %zu items saved to %s", saved, settings.memory_file);
         }
     }

@@ -28,7 +28,7 @@ static struct server *srv_of(struct conn *c)
 static void reply(struct conn *c, const char *line)
 {
     if (c->noreply) {
-        if (srv_of(c)->verbose > 1) {
+        if (server_verbose(srv_of(c)) > 1) {
             log_msg(LOG_DEBUG, ">%d NOREPLY %s", c->fd, line);
         }
         return;
@@ -56,13 +56,13 @@ static void process_get(struct conn *c, const struct text_request *req)
         size_t n =
             text_compose_value(hdr, storage_item_key(it), storage_item_nkey(it),
                                storage_item_flags(it), nbytes, with_cas, storage_item_cas(it));
-        if (srv->verbose > 1) {
+        if (server_verbose(srv) > 1) {
             log_msg(LOG_DEBUG, ">%d sending key %.*s", c->fd, (int)key.len, key.p);
         }
         conn_out(c, hdr, n);
         conn_out_item(c, it, storage_item_value(it), nbytes + 2);
     }
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, ">%d END", c->fd);
     }
     conn_out(c, "END\r\n", 5);
@@ -96,7 +96,7 @@ static void process_update(struct conn *c, const struct text_request *req)
         reply(c, rc == STORAGE_E2BIG ? "SERVER_ERROR object too large for cache"
                                      : "SERVER_ERROR out of memory storing object");
         c->swallow = (uint64_t)req->bytes + 2;
-        c->state = CONN_SWALLOW;
+        conn_set_state(c, CONN_SWALLOW);
         return;
     }
     c->item = it;
@@ -105,7 +105,7 @@ static void process_update(struct conn *c, const struct text_request *req)
     c->item_hv = hv;
     c->item_done = 0;
     c->item_need = req->bytes + 2;
-    c->state = CONN_NREAD;
+    conn_set_state(c, CONN_NREAD);
 }
 
 void process_complete_nread(struct conn *c)
@@ -218,7 +218,7 @@ static void process_memlimit(struct conn *c, const struct text_request *req)
         reply(c, "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
     } else {
         __atomic_store_n(&srv->settings->maxbytes, (size_t)mb * 1024 * 1024, __ATOMIC_RELAXED);
-        if (srv->verbose > 0) {
+        if (server_verbose(srv) > 0) {
             log_msg(LOG_INFO, "maxbytes adjusted to %" PRIu64 "m", mb);
         }
         reply(c, "OK");
@@ -327,7 +327,7 @@ static void process_watch(struct conn *c, const struct text_request *req)
 void process_text(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d %.*s", c->fd, (int)req->line_len, req->line);
     }
     c->noreply = req->noreply;
@@ -366,11 +366,13 @@ void process_text(struct conn *c, const struct text_request *req)
     case TEXT_CMD_VERSION:
         conn_out_str(c, "VERSION " MEMSTASH_VERSION);
         break;
-    case TEXT_CMD_VERBOSITY:
-        srv->verbose = req->delta > 2 ? 2 : (int)req->delta;
-        __atomic_store_n(&srv->settings->verbose, srv->verbose, __ATOMIC_RELAXED);
+    case TEXT_CMD_VERBOSITY: {
+        int level = req->delta > 2 ? 2 : (int)req->delta;
+        __atomic_store_n(&srv->verbose, level, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->settings->verbose, level, __ATOMIC_RELAXED);
         reply(c, "OK");
         break;
+    }
     case TEXT_CMD_QUIT:
         c->close_after_write = true;
         break;

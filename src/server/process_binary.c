@@ -81,7 +81,7 @@ static void process_update(struct conn *c, const struct bin_request *req)
         send_error(c, req->hdr.opcode, req->hdr.opaque,
                    rc == STORAGE_E2BIG ? BIN_STATUS_E2BIG : BIN_STATUS_ENOMEM);
         c->swallow = bin_swallow_len(req->value_len);
-        c->state = c->swallow > 0 ? CONN_SWALLOW : CONN_NEW_CMD;
+        conn_set_state(c, c->swallow > 0 ? CONN_SWALLOW : CONN_NEW_CMD);
         return;
     }
     c->item = it;
@@ -91,7 +91,7 @@ static void process_update(struct conn *c, const struct bin_request *req)
     c->item_need = req->value_len;
     c->bin_opcode = req->hdr.opcode;
     c->bin_opaque = req->hdr.opaque;
-    c->state = CONN_NREAD;
+    conn_set_state(c, CONN_NREAD);
 }
 
 static enum storage_op store_op(uint8_t base, uint64_t cas)
@@ -330,7 +330,7 @@ void process_binary(struct conn *c, const struct bin_request *req)
 {
     struct server *srv = srv_of(c);
     conn_mark_response(c, true);
-    if (srv->verbose > 1) {
+    if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, "<%d Read binary protocol data: %s", c->fd,
                 bin_opcode_name(req->hdr.opcode));
     }
@@ -390,6 +390,6 @@ void process_binary_error(struct conn *c, const struct bin_request *req)
         c->close_after_write = true;
     } else if (req->err_swallow > 0) {
         c->swallow = req->err_swallow;
-        c->state = CONN_SWALLOW;
+        conn_set_state(c, CONN_SWALLOW);
     }
 }

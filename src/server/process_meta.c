@@ -218,7 +218,7 @@ static void ms_refuse(struct conn *c, const struct meta_request *req, enum meta_
 {
     reply_error(c, err);
     c->swallow = req->read_len;
-    c->state = CONN_SWALLOW;
+    conn_set_state(c, CONN_SWALLOW);
 }
 
 static void meta_ms(struct conn *c, const struct meta_request *req)
@@ -261,7 +261,7 @@ static void meta_ms(struct conn *c, const struct meta_request *req)
     c->item_hv = hv;
     c->item_done = 0;
     c->item_need = (uint32_t)req->read_len;
-    c->state = CONN_NREAD;
+    conn_set_state(c, CONN_NREAD);
 }
 
 void process_meta_complete_nread(struct conn *c)

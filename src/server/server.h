@@ -73,9 +73,15 @@ struct server {
     int nlisteners;
     int *udp_fds; /* set up by udp.c; -1 once a worker owns one */
     int nudp;
-    volatile int verbose;       /* "verbosity" changes it at run time */
+    int verbose; /* "verbosity" changes it at run time; __atomic access (server_verbose()) */
     volatile int shutdown_mode; /* 0 none, 1 exit, 2 graceful; set by "shutdown" */
 };
+
+/* The current verbosity: "verbosity" on any worker changes it at run time. */
+static inline int server_verbose(const struct server *srv)
+{
+    return __atomic_load_n(&srv->verbose, __ATOMIC_RELAXED);
+}
 
 /* Sums every worker's counters minus the reset baseline. */
 void server_sum_stats(struct server *srv, struct thread_stats *out);

@@ -691,7 +691,7 @@ void settings_render(const struct settings *s,
     emit_int(emit, ctx, "udpport", s->udpport);
     /* With -s there is no TCP listener, and memcached then shows NULL. */
     emit(ctx, "inter", s->inter ? s->inter : (s->socketpath ? "NULL" : "127.0.0.1"));
-    emit_int(emit, ctx, "verbosity", s->verbose);
+    emit_int(emit, ctx, "verbosity", __atomic_load_n(&s->verbose, __ATOMIC_RELAXED));
     emit_int(emit, ctx, "oldest", 0);
     emit(ctx, "evictions", s->no_evict ? "off" : "on");
     emit(ctx, "domain_socket", s->socketpath ? s->socketpath : "NULL");

@@ -243,6 +243,12 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
     if (!storage_item_size_ok(st, nkey, nbytes) || !compat_size_ok(st, nkey, flags, nbytes)) {
         return STORAGE_E2BIG;
     }
+#ifdef MEMSTASH_FAULT_INJECTION
+    uint64_t every = __atomic_load_n(&st->fault_every, __ATOMIC_RELAXED);
+    if (every != 0 && __atomic_add_fetch(&st->fault_count, 1, __ATOMIC_RELAXED) % every == 0) {
+        return STORAGE_ENOMEM;
+    }
+#endif
     unsigned clsid = slab_class_for(st, ITEM_HEADER_SIZE + nkey + nbytes + 2);
     struct item *it = slab_alloc(st, clsid, now);
     if (it == NULL) {
@@ -269,6 +275,14 @@ int storage_alloc(struct storage *st, const char *key, size_t nkey, uint32_t fla
 {
     return item_alloc(st, key, nkey, flags, exptime, nbytes, now, out);
 }
+
+#ifdef MEMSTASH_FAULT_INJECTION
+void storage_fault_inject(struct storage *st, unsigned every)
+{
+    __atomic_store_n(&st->fault_count, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->fault_every, every, __ATOMIC_RELAXED);
+}
+#endif
 
 void storage_release(struct storage *st, struct item **itp)
 {

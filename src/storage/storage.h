@@ -461,6 +461,13 @@ bool storage_item_fetched(const struct item *it);
 int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t hv, rel_time_t now,
                     bool *stored);
 
+#ifdef MEMSTASH_FAULT_INJECTION
+/* Test builds only (MEMSTASH_FAULT_INJECTION): from now on every `every`-th
+ * item allocation (set, append/prepend, incr/decr, vivify) fails with
+ * STORAGE_ENOMEM as if memory were exhausted; 0 turns it off. */
+void storage_fault_inject(struct storage *st, unsigned every);
+#endif
+
 /* Zeroes the counters (not the gauges: curr_items, bytes, pages). */
 void storage_reset_stats(struct storage *st);
 

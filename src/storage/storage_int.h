@@ -135,6 +135,10 @@ struct slab_class {
 
 struct storage {
     struct storage_options opts;
+#ifdef MEMSTASH_FAULT_INJECTION
+    uint64_t fault_every; /* every fault_every-th item allocation fails (0 = none) */
+    uint64_t fault_count; /* item allocations so far; __atomic access */
+#endif
     /* "stats sizes": linked items per 32-byte bucket of memcached's item
      * size, counted while sizes_on; allocated at the first enable. */
     uint64_t *sizes;

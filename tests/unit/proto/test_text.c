@@ -209,6 +209,19 @@ static void test_long_line(void **state)
     }
     assert_int_equal(count, nkeys);
     free(mg);
+
+    /* Even a multiget is closed past TEXT_MULTIGET_LINE_MAX without a newline. */
+    size_t big = TEXT_MULTIGET_LINE_MAX + 1;
+    char *huge = malloc(big);
+    assert_non_null(huge);
+    memcpy(huge, "get ", 4);
+    memset(huge + 4, 'k', big - 4);
+    for (size_t i = 200; i < big; i += 200) {
+        huge[i] = ' ';
+    }
+    assert_int_equal(text_parse(huge, big - 1, &req, &consumed), TEXT_NEED_MORE);
+    assert_int_equal(text_parse(huge, big, &req, &consumed), TEXT_CLOSE);
+    free(huge);
 }
 
 static void test_http_probe(void **state)
