@@ -1326,7 +1326,9 @@ def test_tool_top(server_factory):
 def test_tool_bench(pool):
     s = pool.spec
     # Bounded by --count, machine-readable.
-    got = run_json(["bench", "--count", "3000", "--connections", "3", "--ratio", "4:1",
+    # A generous I/O timeout: the suite also runs under ASan on a loaded host,
+    # and a timed-out operation would end the run with exit 3.
+    got = run_json(["-t", "10000", "bench", "--count", "3000", "--connections", "3", "--ratio", "4:1",
                     "--multi", "5", "--value-size", "64", "--keys", "500", "--zipf", "0.99"], s)
     assert got["ops"] == 3000 and got["errors"] == 0 and got["connections"] == 3
     assert got["gets"] + got["sets"] * 1 > 0 and got["hits"] == got["gets"]  # prefilled
@@ -1336,7 +1338,8 @@ def test_tool_bench(pool):
     assert sum(c for _, c in got["histogram_us"]) == 3000
     # Bounded by --time, human-readable, with a progress line every second.
     t0 = time.monotonic()
-    rc, out, err = run(["bench", "--time", "2.2", "--connections", "2", "--ratio", "1:1"], s)
+    rc, out, err = run(["-t", "10000", "bench", "--time", "2.2", "--connections", "2", "--ratio",
+                        "1:1"], s)
     assert rc == 0 and 2.0 < time.monotonic() - t0 < 20
     assert err.count(" ops/s ") >= 2, err
     assert "ops/s)" in out and "p99.9" in out and "histogram:" in out
