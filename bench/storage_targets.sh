@@ -12,8 +12,8 @@
 # alternates memcached and memstashd, prints medians and ratios, and writes CSV
 # files under bench/results/. Benchmarks, not tests: nothing is asserted.
 #
-#   bench/storage_targets.sh            # full: 3 rounds where noise matters (~20 min)
-#   bench/storage_targets.sh --quick    # 1 round, smaller runs (~4 min)
+#   bench/storage_targets.sh            # full: 3 rounds where noise matters (~30 min)
+#   bench/storage_targets.sh --quick    # 1 round, smaller runs (~5 min)
 #   MEMSTASHD=/path/to/memstashd bench/storage_targets.sh
 set -euo pipefail
 cd "$(dirname "$0")"
