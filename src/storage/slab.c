@@ -19,9 +19,13 @@
  * can never starve because other classes hold all the memory.
  *
  * Pages also move when the mix of item sizes shifts (memcached's automover):
- * every few evictions a class compares the age of its next eviction
- * candidate with the other classes' and takes a page from the class whose
- * candidate is more than twice as old. Age is counted in stores (the global
+ * every few evictions a class compares how long its items last before
+ * eviction (a running average of the evicted items' age, see slab_age_locked)
+ * with the other classes' and takes a page from the class whose items last
+ * more than SLAB_REBALANCE_RATIO (8) times as long: a workload whose sizes
+ * shifted leaves classes whose ages grow without bound, while in a steady
+ * mix pages stay where the fill put them, which keeps more small, hot items
+ * than evening the ages out does. Age is counted in stores (the global
  * CAS sequence), not seconds, so it is comparable between classes and does
  * not depend on the clock.
  *
@@ -58,6 +62,8 @@
 #define SLAB_STEAL_PAGES   8u
 /* Most evictions between two age comparisons of a class with the others. */
 #define SLAB_REBALANCE_EVERY 64u
+/* A page moves to a class from one whose items last this many times longer. */
+#define SLAB_REBALANCE_RATIO 8u
 /* Rounds of (free list, new page, eviction, stealing) before giving up. */
 #define SLAB_ALLOC_ROUNDS 8
 
@@ -66,9 +72,21 @@ static size_t align8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
+/* memcached's item header without the CAS: -n counts from it, so the class
+ * table is memcached's, chunk for chunk. An item here (56-byte header with
+ * the CAS, key, value, "\r\n") is never larger than memcached's for the
+ * same key and value while CAS is on (48 + 8 + key + 1 + value + 2, plus 4
+ * for non-zero flags), so it never lands in a larger class. */
+#define SLAB_COMPAT_HEADER 48u
+/* The smallest chunk must hold a header and a short key and value. */
+#define SLAB_MIN_CHUNK (ITEM_HEADER_SIZE + 8u)
+
 int slab_setup(struct storage *st)
 {
-    size_t size = align8(ITEM_HEADER_SIZE + st->opts.chunk_min);
+    size_t size = align8(SLAB_COMPAT_HEADER + st->opts.chunk_min);
+    if (size < SLAB_MIN_CHUNK) {
+        size = SLAB_MIN_CHUNK;
+    }
     if (size >= st->item_max) {
         return STORAGE_EINVAL;
     }
@@ -168,8 +186,17 @@ static struct item *slab_free_pop_locked(struct slab_class *cls, unsigned clsid)
     return it;
 }
 
+static rel_time_t earliest(rel_time_t a, rel_time_t b)
+{
+    if (a == 0) {
+        return b;
+    }
+    return b != 0 && b < a ? b : a;
+}
+
 void slab_queue_push_locked(struct slab_class *cls, struct item *it)
 {
+    cls->next_expiry = earliest(cls->next_expiry, __atomic_load_n(&it->exptime, __ATOMIC_RELAXED));
     it->q_newer = NULL;
     it->q_older = cls->head;
     if (cls->head != NULL) {
@@ -301,8 +328,10 @@ static bool slab_drop_dead_locked(struct storage *st, struct slab_class *cls, st
     return freed;
 }
 
+/* by_hand: evicted by the SIEVE hand (counted in the class's eviction age),
+ * not because its page was taken. */
 static void slab_evict_locked(struct storage *st, struct slab_class *cls, struct item *it,
-                              uint64_t hv, rel_time_t now)
+                              uint64_t hv, rel_time_t now, bool by_hand)
 {
     rel_time_t t = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
     cls->evicted++;
@@ -312,6 +341,13 @@ static void slab_evict_locked(struct storage *st, struct slab_class *cls, struct
     cls->evicted_time = now > t ? now - t : 0;
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         cls->evicted_unfetched++;
+    }
+    if (by_hand) {
+        uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+        uint64_t cas = __atomic_load_n(&it->cas, __ATOMIC_RELAXED);
+        uint64_t age = next > cas ? next - cas : 0;
+        cls->evict_age = cls->evict_cas == 0 ? age : cls->evict_age - cls->evict_age / 8 + age / 8;
+        cls->evict_cas = next;
     }
     item_unlink_cls_locked(st, cls, it, hv);
 }
@@ -345,7 +381,7 @@ static bool slab_sieve_locked(struct storage *st, struct slab_class *cls, rel_ti
             pthread_mutex_t *m = slab_try_stripe(st, it, &hv);
             if (m != NULL) {
                 if (item_refcount(it) == 1) {
-                    slab_evict_locked(st, cls, it, hv, now);
+                    slab_evict_locked(st, cls, it, hv, now, true);
                     removed = true;
                 }
                 pthread_mutex_unlock(m);
@@ -397,23 +433,32 @@ static bool slab_empty_page_locked(struct storage *st, struct slab_class *cls, c
         if (item_state(st, it, now) != ITEM_ALIVE) {
             slab_drop_dead_locked(st, cls, it, hv, false);
         } else {
-            slab_evict_locked(st, cls, it, hv, now);
+            slab_evict_locked(st, cls, it, hv, now, false);
         }
         pthread_mutex_unlock(m);
     }
     return true;
 }
 
-/* Age of the class's next eviction candidate, in stores since it was stored;
- * UINT64_MAX when the class has no item. */
+/* How long an item lasts in the class before eviction, in stores (the
+ * global CAS sequence): the running average age of the items its hand
+ * evicted, plus the stores since its last such eviction, so a class that
+ * stopped evicting grows older. A class that never evicted reports the age of
+ * its oldest item. UINT64_MAX when the class has no item.
+ *
+ * Not the age of the item at the hand: SIEVE keeps visited items where they
+ * are, so the hand often rests on an old but hot item, and a class full of
+ * hot items would look idle and lose its pages (and those hot items). */
 static uint64_t slab_age_locked(struct storage *st, struct slab_class *cls)
 {
-    struct item *it = cls->hand != NULL ? cls->hand : cls->tail;
-    if (it == NULL) {
+    if (cls->tail == NULL) {
         return UINT64_MAX;
     }
     uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
-    uint64_t cas = __atomic_load_n(&it->cas, __ATOMIC_RELAXED);
+    if (cls->evict_cas != 0) {
+        return cls->evict_age + (next > cls->evict_cas ? next - cls->evict_cas : 0);
+    }
+    uint64_t cas = __atomic_load_n(&cls->tail->cas, __ATOMIC_RELAXED);
     return next > cas ? next - cas : 0;
 }
 
@@ -440,9 +485,9 @@ static char *slab_take_page_locked(struct storage *st, struct slab_class *cls, r
 
 /* Takes a page away from another class for class `want`. The caller holds no
  * class lock. With min_age 0 (the class cannot free anything itself), tries
- * the classes holding the most pages; otherwise only the class whose next
- * eviction candidate is oldest, if it is more than twice min_age. Returns the
- * page, no longer owned by any class, or NULL. */
+ * the classes holding the most pages; otherwise only the class whose items
+ * last longest (slab_age_locked), if that is more than SLAB_REBALANCE_RATIO
+ * times min_age. Returns the page, no longer owned by any class, or NULL. */
 static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, uint64_t min_age)
 {
     bool tried[STORAGE_MAX_CLASSES + 1] = {false};
@@ -464,7 +509,7 @@ static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, 
                 victim = c;
             }
         }
-        if (victim == 0 || oldest / 2 <= min_age) {
+        if (victim == 0 || oldest / SLAB_REBALANCE_RATIO <= min_age) {
             return NULL;
         }
         for (unsigned c = 1; c <= st->nclasses; c++) {
@@ -569,13 +614,16 @@ static bool slab_crawl_class(struct storage *st, struct slab_class *cls, rel_tim
 {
     pthread_mutex_lock(&cls->lock);
     if (!cls->crawling) {
-        if (now < cls->crawl_next || cls->tail == NULL) {
+        bool due = now >= cls->crawl_next || (cls->next_expiry != 0 && cls->next_expiry <= now);
+        if (!due || cls->tail == NULL) {
             pthread_mutex_unlock(&cls->lock);
             return false;
         }
         cls->crawling = true;
         cls->crawl = cls->tail;
         cls->crawl_found = 0;
+        cls->crawl_min_exp = 0;
+        cls->next_expiry = 0; /* items linked during the pass fold in again */
     }
     for (unsigned i = 0; i < SLAB_CRAWL_BATCH && cls->crawl != NULL; i++) {
         struct item *it = cls->crawl;
@@ -590,11 +638,14 @@ static bool slab_crawl_class(struct storage *st, struct slab_class *cls, rel_tim
                 continue;
             }
         }
+        cls->crawl_min_exp =
+            earliest(cls->crawl_min_exp, __atomic_load_n(&it->exptime, __ATOMIC_RELAXED));
         cls->crawl = it->q_newer;
     }
     bool more = cls->crawl != NULL;
     if (!more) {
         cls->crawling = false;
+        cls->next_expiry = earliest(cls->next_expiry, cls->crawl_min_exp);
         if (cls->crawl_found > 0) {
             cls->crawl_backoff = 1;
         } else if (cls->crawl_backoff < SLAB_CRAWL_BACKOFF_MAX) {

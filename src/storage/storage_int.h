@@ -110,12 +110,21 @@ struct slab_class {
     rel_time_t crawl_next; /* earliest time of the next crawler pass */
     rel_time_t crawl_backoff;
     uint64_t crawl_found; /* items reclaimed during the current pass */
+    /* Earliest non-zero exptime among the class's items as far as known: those
+     * linked since the last pass started, and those a finished pass left in
+     * the queue (0 = none). A pass starts once it is reached, whatever the
+     * backoff, so expired memory is reclaimed right after it expires. A touch
+     * that moves an exptime earlier is not seen here; the backoff finds it. */
+    rel_time_t next_expiry;
+    rel_time_t crawl_min_exp; /* earliest exptime left behind by the current pass */
 
     char **pages;
     size_t npages; /* written under the lock, read atomically */
     size_t pages_cap;
     size_t steal_next;            /* round-robin index for page stealing */
     uint32_t rebalance_countdown; /* evictions until the next age comparison */
+    uint64_t evict_age;           /* running average age (in stores) of items the hand evicted */
+    uint64_t evict_cas;           /* next_cas at the hand's last eviction; 0 = none yet */
 
     /* Gauges (number is written atomically, read without the lock too). */
     uint64_t number;

@@ -1,7 +1,8 @@
 /*
  * test_slab.c - unit tests of item memory: the size class table, the exact
  * memory limit, SIEVE eviction, -M (no eviction), page stealing between
- * classes, references pinning items, and run-time memory limit changes.
+ * classes, references pinning items, run-time memory limit changes, and
+ * the expiry crawler starting when the earliest item expires.
  */
 #include "storage_test.h"
 
@@ -61,7 +62,8 @@ static void test_class_table(void **state)
         prev = cs.chunk_size;
     }
     assert_true(storage_get_class_stats(st, 1, T0, &cs));
-    assert_int_equal(cs.chunk_size, ITEM_HEADER_SIZE + 48);
+    /* memcached's smallest chunk: its 48-byte header plus -n 48. */
+    assert_int_equal(cs.chunk_size, 96);
     assert_true(storage_get_class_stats(st, n, T0, &cs));
     assert_int_equal(cs.chunk_size, MiB);
     assert_int_equal(cs.chunks_per_page, 1);
@@ -329,11 +331,13 @@ static void test_page_stealing(void **state)
     storage_release(st, &held);
     t_check(st);
 
-    /* And back: as the large items age, the small class takes pages back. */
-    for (int i = 0; i < 40000; i++) {
+    /* And back: as the large items age (to SLAB_REBALANCE_RATIO times the
+     * small items' lifetime, about 20000 stores), the small class takes
+     * pages back. */
+    for (int i = 0; i < 200000; i++) {
         assert_int_equal(put(st, "small2-", i, 100, 0, T0), 0);
     }
-    for (int i = 39000; i < 40000; i++) {
+    for (int i = 199000; i < 200000; i++) {
         assert_true(has(st, "small2-", i, T0));
     }
     assert_true(storage_get_class_stats(st, large_cls, T0, &cs));
@@ -399,6 +403,42 @@ static void test_expired_reclaimed_before_eviction(void **state)
     storage_destroy(&st);
 }
 
+/* The crawler backs off while it finds nothing, but a pass still starts as
+ * soon as the earliest exptime of a class is reached. */
+static void test_crawler_follows_expiry(void **state)
+{
+    (void)state;
+    struct storage *st = t_create(64 * MiB, 0, false);
+    for (int i = 0; i < 3000; i++) {
+        assert_int_equal(put(st, "live", i, 100, 0, T0), 0);
+    }
+    /* Passes that find nothing: the backoff grows to several seconds. */
+    for (rel_time_t t = T0; t < T0 + 8; t++) {
+        while (storage_maintain(st, t)) {
+        }
+    }
+    assert_int_equal(t_stats(st, T0 + 8).crawler_reclaimed, 0);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(put(st, "short", i, 100, T0 + 10, T0 + 8), 0);
+    }
+    /* A pass during the backoff leaves them alone until they expire. */
+    while (storage_maintain(st, T0 + 9)) {
+    }
+    assert_int_equal(t_stats(st, T0 + 9).crawler_reclaimed, 0);
+    assert_int_equal(t_stats(st, T0 + 9).curr_items, 5000);
+    /* At T0 + 10 they are expired, and the next slices reclaim all of them. */
+    while (storage_maintain(st, T0 + 10)) {
+    }
+    struct storage_stats s = t_stats(st, T0 + 10);
+    assert_int_equal(s.crawler_reclaimed, 2000);
+    assert_int_equal(s.curr_items, 3000);
+    for (int i = 0; i < 3000; i += 100) {
+        assert_true(has(st, "live", i, T0 + 10));
+    }
+    t_check(st);
+    storage_destroy(&st);
+}
+
 int main(void)
 {
     fill_value();
@@ -414,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_page_stealing),
         cmocka_unit_test(test_set_memlimit),
         cmocka_unit_test(test_expired_reclaimed_before_eviction),
+        cmocka_unit_test(test_crawler_follows_expiry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
