@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "text.h"
 
@@ -82,6 +83,11 @@ struct conn {
     uint32_t nsegs, segcap, seg_sent; /* segments fully sent */
     uint32_t seg_off;                 /* bytes sent of segs[seg_sent] */
     uint32_t out_bytes;               /* bytes queued since the output was last empty */
+    /* authentication (-S, -Y) */
+    bool authenticated;
+    struct auth_ascii auth_ascii; /* -Y token exchange */
+    void *sasl;                   /* libsasl2 state, see auth.h */
+
     /* UDP only: where each response starts in the queued output, so that
      * each goes out as its own message, as memcached sends them. */
     uint32_t *marks;

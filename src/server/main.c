@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "auth.h"
 #include "background.h"
 #include "daemon.h"
 #include "listener.h"
@@ -91,6 +92,13 @@ int main(int argc, char **argv)
 
     char *pidfile = daemon_abspath(settings.pidfile);
     rc = daemon_check_user(&settings);
+    if (rc == 0 && settings.auth_file != NULL) {
+        srv.authfile = authfile_load(settings.auth_file);
+        rc = srv.authfile == NULL ? EXIT_FAILURE : 0;
+    }
+    if (rc == 0 && settings.sasl) {
+        rc = auth_sasl_setup(settings.verbose) != 0 ? EXIT_FAILURE : 0;
+    }
     if (rc == 0) {
         rc = daemon_set_limits(&settings, (int)srv.counters.reserved_fds + 16);
     }
@@ -177,6 +185,8 @@ int main(int argc, char **argv)
     }
     storage_destroy(&srv.storage);
     prefix_stats_destroy(&srv.prefix_stats);
+    authfile_destroy(&srv.authfile);
+    auth_sasl_teardown();
     free(srv.registry);
     pthread_mutex_destroy(&srv.stats_lock);
     free(pidfile);

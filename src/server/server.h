@@ -67,6 +67,7 @@ struct server {
     struct conn **registry; /* by fd, for "stats conns" */
     int registry_size;
     struct prefix_stats *prefix_stats; /* "stats detail" */
+    struct authfile *authfile;         /* -Y, else NULL */
     struct listener *listeners;        /* set up by listener.c */
     int nlisteners;
     int *udp_fds; /* set up by udp.c; -1 once a worker owns one */

@@ -505,6 +505,7 @@ static int parse_option(struct settings *s, int c, const char *arg)
         }
         return 0;
     case 'B':
+        s->protocol_set = true;
         if (strcmp(arg, "auto") == 0) {
             s->binding_protocol = PROTO_AUTO;
         } else if (strcmp(arg, "binary") == 0) {
@@ -594,13 +595,35 @@ static int validate(struct settings *s)
                 s->num_napi_ids, s->num_threads);
         return EX_USAGE;
     }
+    /* memcached 1.6.18's rules: SASL is binary-only, -Y is text-only, and
+     * neither allows UDP. Without -B each picks its protocol. */
     if (s->sasl) {
-        fprintf(stderr, "This server is not built with SASL support.\n");
-        return EX_USAGE;
+        if (!s->protocol_set) {
+            s->binding_protocol = PROTO_BINARY;
+        } else if (s->binding_protocol != PROTO_BINARY) {
+            fprintf(stderr, "ERROR: You cannot allow the ASCII protocol while using SASL.\n");
+            return EX_USAGE;
+        }
+        if (s->udpport != 0) {
+            fprintf(stderr, "ERROR: Cannot enable UDP while using binary SASL authentication.\n");
+            return EX_USAGE;
+        }
     }
-    if (s->auth_file != NULL || s->memory_file != NULL) {
-        fprintf(stderr, "%s is not supported by this build yet.\n",
-                s->auth_file != NULL ? "-Y (ascii auth)" : "-e (memory file)");
+    if (s->auth_file != NULL) {
+        if (!s->protocol_set) {
+            s->binding_protocol = PROTO_ASCII;
+        } else if (s->binding_protocol != PROTO_ASCII) {
+            fprintf(stderr, "ERROR: You cannot allow the BINARY protocol while using ascii "
+                            "authentication tokens.\n");
+            return EX_USAGE;
+        }
+        if (s->udpport != 0) {
+            fprintf(stderr, "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n");
+            return EX_USAGE;
+        }
+    }
+    if (s->memory_file != NULL) {
+        fprintf(stderr, "-e (memory file) is not supported by this build yet.\n");
         return EX_USAGE;
     }
     return 0;

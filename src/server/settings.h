@@ -48,6 +48,7 @@ struct settings {
     bool use_cas;                           /* !-C */
     int backlog;                            /* -b */
     enum binding_protocol binding_protocol; /* -B */
+    bool protocol_set;                      /* -B was given */
     size_t item_size_max;                   /* -I */
     bool sasl;                              /* -S */
     bool flush_enabled;                     /* !-F */
