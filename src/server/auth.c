@@ -250,8 +250,9 @@ struct authfile *authfile_load(const char *path)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "Could not open authfile [%s] for reading, error %s\n", path,
-                strerror(errno));
+        /* Sic: memcached names the error twice. */
+        fprintf(stderr, "Could not open authfile [%s] for reading, error %s: %s\n", path,
+                strerror(errno), strerror(errno));
         return NULL;
     }
     struct authfile *af = calloc(1, sizeof(*af));
@@ -276,15 +277,24 @@ struct authfile *authfile_load(const char *path)
         authfile_destroy(&af);
         return NULL;
     }
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\r\n", &save); line != NULL;
-         line = strtok_r(NULL, "\r\n", &save)) {
+    /* memcached's rules: every line, empty ones too, must hold a colon; the
+     * last line needs no newline. */
+    char *line = text;
+    while (line < text + len) {
+        char *end = memchr(line, '\n', (size_t)(text + len - line));
+        if (end == NULL) {
+            end = text + len;
+        }
+        *end = '\0';
         char *colon = strchr(line, ':');
-        if (colon == NULL || colon == line) {
-            continue; /* memcached skips lines without a user:pass pair */
+        if (colon == NULL) {
+            fprintf(stderr, "Authfile [%s] has a malformed entry. Should be 'user:password'", path);
+            authfile_destroy(&af);
+            return NULL;
         }
         af->entries[af->n++] =
             (struct authfile_entry){line, (size_t)(colon - line), colon + 1, strlen(colon + 1)};
+        line = end + 1;
     }
     return af;
 }
