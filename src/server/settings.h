@@ -52,7 +52,7 @@ struct settings {
     size_t item_size_max;                   /* -I */
     bool sasl;                              /* -S */
     bool flush_enabled;                     /* !-F */
-    bool dump_enabled;                      /* !-X */
+    bool dump_enabled;                      /* !-X: stats cachedump, lru_crawler metadump */
     bool watch_enabled;                     /* !-W */
     char *auth_file;                        /* -Y */
     char *memory_file;                      /* -e */
