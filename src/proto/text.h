@@ -62,6 +62,7 @@ enum text_cmd {
     TEXT_CMD_QUIT,
     TEXT_CMD_SHUTDOWN,
     TEXT_CMD_CACHE_MEMLIMIT,
+    TEXT_CMD_REFRESH_CERTS, /* TLS: reload the certificate files */
     /* A 2-letter m? command: mg ms md ma mn me; args in req->args. */
     TEXT_CMD_META,
 };

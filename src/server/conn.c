@@ -44,7 +44,8 @@ static void registry_set(struct server *srv, int fd, struct conn *c)
     pthread_mutex_unlock(&srv->stats_lock);
 }
 
-struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr)
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
+                         const struct transport *tp, void *tstate)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -52,6 +53,8 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     c->w = w;
     c->fd = fd;
+    c->tp = tp;
+    c->io = (struct transport_conn){fd, tstate};
     c->state = CONN_NEW_CMD;
     c->listen_addr = listen_addr;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -116,7 +119,7 @@ void conn_close(struct conn *c, const char *reason)
     }
     event_free(c->ev);
     registry_set(srv, c->fd, NULL);
-    close(c->fd);
+    c->tp->close(&c->io);
     release_output(c);
     storage_release(srv->storage, &c->item);
     free(c->meta_pending);
@@ -294,16 +297,9 @@ static int conn_flush(struct conn *c)
             iov[n].iov_base = (void *)(base + skip);
             iov[n].iov_len = s->len - skip;
         }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t wr = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        ssize_t wr = c->tp->writev(&c->io, iov, n);
         if (wr < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            return -1;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         }
         STAT_ADD(ts, bytes_written, (uint64_t)wr);
         size_t left = (size_t)wr;
@@ -404,10 +400,7 @@ static ssize_t conn_read(struct conn *c)
         dst = c->rbuf + c->rstart + c->rlen;
         room = c->rsize - c->rstart - c->rlen;
     }
-    ssize_t n;
-    do {
-        n = read(c->fd, dst, room);
-    } while (n < 0 && errno == EINTR);
+    ssize_t n = c->tp->read(&c->io, dst, room);
     if (n < 0) {
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? -2 : -1;
     }
@@ -652,7 +645,9 @@ void conn_drive(struct conn *c)
         free_rbuf(c);
     }
     set_events(c, EV_READ | EV_PERSIST);
-    if (yielded) {
+    /* A TLS record may hold more than one read took: the socket will not
+     * signal those bytes again. */
+    if (yielded || (c->tp->pending != NULL && c->tp->pending(&c->io))) {
         event_active(c->ev, EV_READ, 0);
     }
 }

@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "text.h"
+#include "transport.h"
 
 struct worker;
 struct item;
@@ -46,6 +47,8 @@ struct conn {
     struct conn *next, *prev; /* the worker's list */
     struct worker *w;
     int fd;
+    const struct transport *tp; /* how bytes reach fd (transport.h) */
+    struct transport_conn io;
     enum conn_state state;
     bool binary; /* protocol picked from the first byte */
     bool is_udp; /* a worker's UDP socket: one request datagram at a time */
@@ -94,8 +97,10 @@ struct conn {
     uint32_t nmarks, markcap;
 };
 
-/* Takes a connected, non-blocking socket into worker w. */
-struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr);
+/* Takes a connected, non-blocking socket into worker w, to be read and
+ * written through tp (tstate: the transport's state, owned from now on). */
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
+                         const struct transport *tp, void *tstate);
 /* Closes the socket, releases items and buffers, frees the connection. */
 void conn_close(struct conn *c, const char *reason);
 

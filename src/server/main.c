@@ -22,6 +22,7 @@
 #include "server.h"
 #include "settings.h"
 #include "storage.h"
+#include "transport_tls.h"
 #include "udp.h"
 
 static struct event *shutdown_ev;
@@ -95,6 +96,10 @@ int main(int argc, char **argv)
     if (rc == 0 && settings.auth_file != NULL) {
         srv.authfile = authfile_load(settings.auth_file);
         rc = srv.authfile == NULL ? EXIT_FAILURE : 0;
+    }
+    if (rc == 0 && settings.ssl_enabled) {
+        srv.tls = tls_ctx_create(&settings);
+        rc = srv.tls == NULL ? EX_USAGE : 0;
     }
     if (rc == 0 && settings.sasl) {
         rc = auth_sasl_setup(settings.verbose) != 0 ? EXIT_FAILURE : 0;
@@ -187,6 +192,7 @@ int main(int argc, char **argv)
     prefix_stats_destroy(&srv.prefix_stats);
     authfile_destroy(&srv.authfile);
     auth_sasl_teardown();
+    tls_ctx_destroy(&srv.tls);
     free(srv.registry);
     pthread_mutex_destroy(&srv.stats_lock);
     free(pidfile);

@@ -15,6 +15,7 @@
 #include "process_binary.h"
 #include "process_meta.h"
 #include "server.h"
+#include "transport_tls.h"
 #include "storage.h"
 
 static struct server *srv_of(struct conn *c)
@@ -300,6 +301,22 @@ static void process_stats(struct conn *c, const struct text_request *req)
     conn_out(c, "END\r\n", 5);
 }
 
+/* memcached 1.6.18's answers: OK, the loader's error line, or this without -Z. */
+static void process_refresh_certs(struct conn *c)
+{
+    struct server *srv = c->w->srv;
+    if (srv->tls == NULL) {
+        conn_out_str(c, "Error TLS not enabled");
+        return;
+    }
+    char err[512];
+    if (tls_ctx_refresh(srv->tls, err, sizeof(err)) == 0) {
+        conn_out_str(c, "OK");
+    } else {
+        conn_out_str(c, err);
+    }
+}
+
 void process_text(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
@@ -363,6 +380,9 @@ void process_text(struct conn *c, const struct text_request *req)
         break;
     case TEXT_CMD_META:
         process_meta(c, req);
+        break;
+    case TEXT_CMD_REFRESH_CERTS:
+        process_refresh_certs(c);
         break;
     case TEXT_CMD_ERROR:
     default:
