@@ -48,8 +48,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     (void)what;
     if (sig == SIGHUP) {
-        if (srv->verbose > 0) {
-            log_msg(LOG_INFO, "SIGHUP received: nothing to reload");
+        /* As memcached: SIGHUP reloads the TLS certificates (refresh_certs). */
+        char err[512];
+        if (srv->tls != NULL && tls_ctx_refresh(srv->tls, err, sizeof(err)) != 0) {
+            log_msg(LOG_WARN, "%s", err);
+        } else if (srv->verbose > 0) {
+            log_msg(LOG_INFO, srv->tls != NULL ? "SIGHUP received: certificates reloaded"
+                                               : "SIGHUP received: nothing to reload");
         }
         return;
     }

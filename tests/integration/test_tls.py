@@ -8,9 +8,11 @@ ssl module, and pymemcache with a tls_context.
 
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -204,6 +206,33 @@ def test_refresh_certs_swaps_the_certificate(server_factory, certs, tmp_path):
     assert out.startswith(b"Error loading the certificate chain: ")
     out, cert = tls_call(srv.port, ctx, b"version\r\n")
     assert dict(x[0] for x in cert["subject"])["commonName"] == "memstash server two"
+
+
+@pytest.mark.memstash_only
+def test_sighup_reloads_certificates(server_factory, certs, tmp_path):
+    # memstash's own: Debian's memcached 1.6.18 keeps its certificates on
+    # SIGHUP (checked when validating this suite).
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(certs / "server.crt", live / "cert.pem")
+    shutil.copy(certs / "server.key", live / "key.pem")
+    srv = server_factory("-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s"
+                         % (live / "cert.pem", live / "key.pem"))
+    ctx = client_ctx(certs)
+    _, cert = tls_call(srv.port, ctx, b"version\r\n")
+    assert dict(x[0] for x in cert["subject"])["commonName"] == "memstash server one"
+    shutil.copy(certs / "server2.crt", live / "cert.pem")
+    shutil.copy(certs / "server2.key", live / "key.pem")
+    srv.send_signal(signal.SIGHUP)
+    name = None
+    for _ in range(50):  # the signal is handled asynchronously: up to ~5 s
+        _, cert = tls_call(srv.port, ctx, b"version\r\n")
+        name = dict(x[0] for x in cert["subject"])["commonName"]
+        if name == "memstash server two":
+            break
+        time.sleep(0.1)
+    assert name == "memstash server two"
+    assert srv.alive()
 
 
 def test_notls_listener_beside_tls(server_factory, certs):
