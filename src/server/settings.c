@@ -864,6 +864,18 @@ void settings_render(const struct settings *s,
     emit(ctx, "track_sizes", s->track_sizes ? "yes" : "no");
     emit(ctx, "inline_ascii_response", "no");
     emit(ctx, "drop_privileges", s->drop_privileges ? "yes" : "no");
+    static const char *const tls_names[] = {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"};
+    emit(ctx, "ssl_enabled", s->ssl_enabled ? "yes" : "no");
+    emit(ctx, "ssl_chain_cert", s->ssl_chain_cert ? s->ssl_chain_cert : "(null)");
+    emit(ctx, "ssl_key", s->ssl_key ? s->ssl_key : "(null)");
+    emit_int(emit, ctx, "ssl_verify_mode", s->ssl_verify_mode);
+    emit_int(emit, ctx, "ssl_keyformat", s->ssl_keyformat);
+    emit(ctx, "ssl_ciphers", s->ssl_ciphers ? s->ssl_ciphers : "NULL");
+    emit(ctx, "ssl_ca_cert", s->ssl_ca_cert ? s->ssl_ca_cert : "NULL");
+    emit_int(emit, ctx, "ssl_wbuf_size", s->ssl_wbuf_size);
+    emit(ctx, "ssl_session_cache", s->ssl_session_cache ? "yes" : "no");
+    emit(ctx, "ssl_kernel_tls", s->ssl_kernel_tls ? "yes" : "no");
+    emit(ctx, "ssl_min_version", tls_names[s->ssl_min_version]);
     emit_int(emit, ctx, "num_napi_ids", s->num_napi_ids);
     emit(ctx, "memory_file", s->memory_file ? s->memory_file : "(null)");
     emit(ctx, "eviction_policy", "sieve");

@@ -246,6 +246,19 @@ def test_notls_listener_beside_tls(server_factory, certs):
         assert s.recv(100).startswith(b"VERSION")
 
 
+def test_stats_settings(server_factory, certs):
+    srv = server_factory(*tls_args(certs, "ssl_verify_mode=1", "ssl_session_cache"),
+                         listen_arg="notls:127.0.0.1:{port}")
+    with srv.client() as c:
+        st = c.stats(b"settings")
+    assert st["ssl_enabled"] == "yes"
+    assert st["ssl_chain_cert"] == str(certs / "server.crt")
+    assert st["ssl_ca_cert"] == str(certs / "ca.crt")
+    assert (st["ssl_verify_mode"], st["ssl_session_cache"], st["ssl_min_version"]) == \
+        ("1", "yes", "tlsv1.2")
+    assert st["ssl_wbuf_size"] == "16384"
+
+
 def test_refresh_certs_without_tls(server):
     with server.client() as c:
         c.send(b"refresh_certs\r\n")
