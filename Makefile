@@ -6,7 +6,7 @@
 BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev \
               python3-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
-              python3-memcache python3-pylibmc libmemcached-tools memcached clang sasl2-bin \
+              python3-memcache python3-pylibmc libmemcached-tools memcached clang sasl2-bin openssl \
               libclang-rt-14-dev
 BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached
 

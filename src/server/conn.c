@@ -5,7 +5,9 @@
  * the item being filled by a data block), then hand every whole request to
  * process.c (at most -R of them before yielding to other connections), then
  * write every queued reply with one writev. A connection whose replies the
- * peer does not read stops reading requests until they drain.
+ * peer does not read stops reading requests until they drain. Every read,
+ * write and close goes through the connection's transport (transport.h):
+ * plain system calls, or TLS.
  */
 #include "conn.h"
 
@@ -20,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "conn_auth.h"
 #include "log.h"
 #include "process.h"
 #include "process_binary.h"
@@ -424,79 +427,9 @@ static void consume(struct conn *c, size_t n)
     }
 }
 
-/* With -S: SASL requests, whose data the codec leaves as the swallow count
- * of a (no-SASL) "Unknown command", are read whole and answered by
- * process_binary_sasl(); before authentication everything but SASL and
- * VERSION is refused with "Auth failure." and the connection closed. */
-static bool conn_process_binary_sasl(struct conn *c, enum bin_result r,
-                                     const struct bin_request *req, size_t used)
+void conn_consume(struct conn *c, size_t n)
 {
-    bool sasl_op = req->cmd == BIN_OP_SASL_LIST_MECHS || req->cmd == BIN_OP_SASL_AUTH ||
-                   req->cmd == BIN_OP_SASL_STEP;
-    bool framing = r == BIN_ERROR && req->err_close &&
-                   req->err_status == BIN_STATUS_UNKNOWN_COMMAND; /* checked first */
-    if (sasl_op && r == BIN_ERROR && !req->err_close &&
-        req->err_status == BIN_STATUS_UNKNOWN_COMMAND) {
-        size_t n = req->err_swallow;
-        if (n > AUTH_SASL_DATA_MAX) {
-            process_binary_sasl(c, req, NULL, 0, true);
-            consume(c, used);
-            c->swallow = n;
-            c->state = CONN_SWALLOW;
-            return true;
-        }
-        if (c->rlen < used + n) {
-            return false; /* wait for the whole SASL body */
-        }
-        c->last_cmd_time = clock_now(&c->w->srv->clock);
-        process_binary_sasl(c, req, c->rbuf + c->rstart + used, n, false);
-        consume(c, used + n);
-        return true;
-    }
-    if (!c->authenticated && !framing && !sasl_op && req->cmd != BIN_OP_VERSION) {
-        process_binary_refuse(c, req);
-        consume(c, used);
-        return true;
-    }
-    if (r == BIN_ERROR) {
-        process_binary_error(c, req);
-        consume(c, used);
-        return true;
-    }
-    c->last_cmd_time = clock_now(&c->w->srv->clock);
-    process_binary(c, req);
-    consume(c, used);
-    return true;
-}
-
-/* -Y: the token exchange every text connection starts with. Returns 1 when
- * it consumed bytes, 0 when it needs more, -1 to close. */
-static int conn_text_auth(struct conn *c)
-{
-    size_t used = 0;
-    const char *reply = NULL;
-    enum auth_ascii_outcome outcome;
-    enum auth_ascii_result r = auth_ascii_step(
-        &c->auth_ascii, c->w->srv->authfile, c->rbuf + c->rstart, c->rlen, &used, &reply, &outcome);
-    if (r == AUTH_ASCII_NEED_MORE) {
-        return 0;
-    }
-    if (r == AUTH_ASCII_CLOSE) {
-        return -1;
-    }
-    consume(c, used);
-    if (outcome != AUTH_ASCII_NO_CHECK) {
-        STAT_INCR(&c->w->stats, auth_cmds);
-        if (outcome == AUTH_ASCII_FAILED) {
-            STAT_INCR(&c->w->stats, auth_errors);
-        }
-        c->authenticated = outcome == AUTH_ASCII_PASSED;
-    }
-    if (reply != NULL) {
-        c->last_cmd_time = clock_now(&c->w->srv->clock);
-        conn_out_str(c, reply);
-    }
-    return 1;
+    consume(c, n);
 }
 
 /* Runs one buffered binary request. Returns false when it needs more bytes
@@ -517,7 +450,7 @@ static bool conn_process_binary(struct conn *c)
         break;
     }
     if (c->w->srv->settings->sasl) {
-        return conn_process_binary_sasl(c, r, &req, used);
+        return conn_auth_binary(c, r, &req, used);
     }
     if (r == BIN_ERROR) {
         process_binary_error(c, &req);
@@ -589,7 +522,7 @@ bool conn_run(struct conn *c, bool *yielded)
             continue;
         }
         if (srv->authfile != NULL && !c->authenticated) {
-            int ar = conn_text_auth(c);
+            int ar = conn_auth_text(c);
             if (ar <= 0) {
                 return ar == 0;
             }

@@ -109,6 +109,8 @@ void conn_out(struct conn *c, const void *data, size_t len);
 void conn_out_str(struct conn *c, const char *s); /* s followed by "\r\n" */
 /* Queues len bytes at ptr inside item it; takes over one reference to it. */
 void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len);
+/* Drops n parsed bytes from the front of the read buffer. */
+void conn_consume(struct conn *c, size_t n);
 /* Processes whatever the read buffer holds, writes the replies and sets the
  * events for what comes next (used after a yield). */
 void conn_drive(struct conn *c);
