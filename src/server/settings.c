@@ -69,7 +69,7 @@ static const char *const suboption_help[] = {
     "relaxed_privileges:  accepted for compatibility",
     "ssl_chain_cert:      certificate chain file in PEM format",
     "ssl_key:             private key, if not part of the -ssl_chain_cert",
-    "ssl_keyformat:       private key format (PEM, DER or ENGINE) (default: PEM)",
+    "ssl_keyformat:       private key format: 1 PEM (default), 2 DER",
     "ssl_verify_mode:     peer certificate verification: 0(None, default), 1(Request), "
     "2(Require), 3(Once)",
     "ssl_ciphers:         specify cipher list to be used",

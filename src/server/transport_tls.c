@@ -100,11 +100,10 @@ static SSL_CTX *ctx_build(const struct settings *s, char *err, size_t errlen)
     SSL_CTX_set_verify(ctx, modes[s->ssl_verify_mode], NULL);
     static const unsigned char sid[] = "memstash";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    /* As memcached: the option turns on the server-side cache; session
+     * tickets (stateless resumption) are OpenSSL's default either way. */
     SSL_CTX_set_session_cache_mode(ctx, s->ssl_session_cache ? SSL_SESS_CACHE_SERVER
                                                              : SSL_SESS_CACHE_OFF);
-    if (!s->ssl_session_cache) {
-        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    }
     return ctx;
 fail:
     SSL_CTX_free(ctx);

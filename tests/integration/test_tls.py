@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import REFERENCE_MEMCACHED, free_port, require_binary, user_args
+from conftest import IS_MEMCACHED, REFERENCE_MEMCACHED, free_port, require_binary, user_args
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 
@@ -257,6 +257,36 @@ def test_stats_settings(server_factory, certs):
     assert (st["ssl_verify_mode"], st["ssl_session_cache"], st["ssl_min_version"]) == \
         ("1", "yes", "tlsv1.2")
     assert st["ssl_wbuf_size"] == "16384"
+
+
+def resumed(port, ctx, session):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as s:
+            s.sendall(b"version\r\n")
+            assert s.recv(100).startswith(b"VERSION")
+            return s.session_reused, s.session
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_session_resumption(server_factory, certs, cache):
+    # A TLS 1.2 client that refuses tickets can only resume through the
+    # server-side cache that ssl_session_cache turns on.
+    if cache and IS_MEMCACHED:
+        pytest.skip("Debian's memcached 1.6.18 did not resume from its server-side cache "
+                    "when this suite was validated")
+    extra = ["ssl_session_cache"] if cache else []
+    srv = server_factory(*tls_args(certs, *extra))
+    ctx = client_ctx(certs, max_version=ssl.TLSVersion.TLSv1_2)
+    ctx.options |= ssl.OP_NO_TICKET
+    reused, session = resumed(srv.port, ctx, None)
+    assert not reused and session is not None
+    reused, _ = resumed(srv.port, ctx, session)
+    assert reused == cache
+    # With tickets (the default), sessions resume either way, as in memcached.
+    ctx = client_ctx(certs, max_version=ssl.TLSVersion.TLSv1_2)
+    _, session = resumed(srv.port, ctx, None)
+    reused, _ = resumed(srv.port, ctx, session)
+    assert reused
 
 
 def test_refresh_certs_without_tls(server):
