@@ -7,7 +7,8 @@ BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-
               python3-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
               python3-memcache python3-pylibmc libmemcached-tools memcached nutcracker clang \
-              libclang-rt-14-dev python3-pip python3-setuptools python3-wheel curl prometheus
+              sasl2-bin openssl libclang-rt-14-dev python3-pip python3-setuptools python3-wheel \
+              curl prometheus
 BENCH_PKGS := $(BUILD_PKGS) libmemcached-tools memcached gnuplot-nox valgrind python3-memcache \
               python3-pylibmc
 

@@ -12,8 +12,9 @@
  * What this module is not: it never touches sockets or storage, it does not
  * read values (the server reads req->value_len bytes after a request, straight
  * into item memory if it likes), it does not decide cache outcomes (hit, miss,
- * exists...) and it does not speak SASL: memstash has none, so the SASL
- * opcodes get memcached's no-SASL answer, "Unknown command".
+ * exists...) and it does not speak SASL: the SASL opcodes get memcached's
+ * no-SASL answer, "Unknown command", whose swallow count is the SASL data
+ * length; a server with SASL enabled (-S) reads those bytes instead.
  *
  * Ownership: every pointer in a struct bin_request or struct bin_response
  * points into the buffer given to the parser and stays valid only as long as
@@ -91,7 +92,7 @@ enum bin_opcode {
     BIN_OP_TOUCH = 0x1c,
     BIN_OP_GAT = 0x1d,
     BIN_OP_GATQ = 0x1e,
-    /* SASL: without SASL support these answer "Unknown command". */
+    /* SASL: parsed as "Unknown command"; see the file comment. */
     BIN_OP_SASL_LIST_MECHS = 0x20,
     BIN_OP_SASL_AUTH = 0x21,
     BIN_OP_SASL_STEP = 0x22,

@@ -291,7 +291,7 @@ static void text_parse_meta(struct text_request *req)
  */
 static bool text_is_unserved(const struct text_token *cmd)
 {
-    static const char *const cmds[] = {"lru", "extstore", "refresh_certs"};
+    static const char *const cmds[] = {"lru", "extstore"};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (token_is(cmd, cmds[i])) {
             return true;
@@ -418,6 +418,8 @@ static bool text_dispatch(struct text_request *req, const char *end)
          * unknown watch flag: the line gets no reply at all. */
         req->cmd = TEXT_CMD_WATCH;
         req->noreply = req->nargs > 1 && token_is(&req->args[req->nargs - 1], "noreply");
+    } else if (token_is(c, "refresh_certs")) {
+        req->cmd = TEXT_CMD_REFRESH_CERTS; /* arguments are ignored, as in 1.6.18 */
     } else if (text_is_unserved(c)) {
         text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
     } else {

@@ -68,12 +68,14 @@ enum text_cmd {
     TEXT_CMD_QUIT,
     TEXT_CMD_SHUTDOWN,
     TEXT_CMD_CACHE_MEMLIMIT,
+    TEXT_CMD_REFRESH_CERTS, /* TLS: reload the certificate files */
     /* A 2-letter m? command: mg ms md ma mn me; args in req->args. */
     TEXT_CMD_META,
     /* "lru_crawler <sub> [arg]"; args in req->args, checked by the server. */
     TEXT_CMD_LRU_CRAWLER,
     /* watch [fetchers|mutations|...]: the names are req->args[1..nargs). */
     TEXT_CMD_WATCH,
+    TEXT_CMD_COUNT_ /* not a command: the number of values above */
 };
 
 /* The reply line for a rejected request, without "\r\n". */

@@ -5,7 +5,9 @@
  * the item being filled by a data block), then hand every whole request to
  * process.c (at most -R of them before yielding to other connections), then
  * write every queued reply with one writev. A connection whose replies the
- * peer does not read stops reading requests until they drain.
+ * peer does not read stops reading requests until they drain. Every read,
+ * write and close goes through the connection's transport (transport.h):
+ * plain system calls, or TLS.
  */
 #include "conn.h"
 
@@ -21,6 +23,7 @@
 #include <event2/event.h>
 
 #include "dump.h"
+#include "conn_auth.h"
 #include "log.h"
 #include "process.h"
 #include "process_binary.h"
@@ -51,7 +54,8 @@ static void registry_set(struct server *srv, int fd, struct conn *c)
     pthread_mutex_unlock(&srv->stats_lock);
 }
 
-struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr)
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
+                         const struct transport *tp, void *tstate)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -59,6 +63,8 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     c->w = w;
     c->fd = fd;
+    c->tp = tp;
+    c->io = (struct transport_conn){fd, tstate};
     conn_set_state(c, CONN_NEW_CMD);
     c->listen_addr = listen_addr;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -126,7 +132,7 @@ static void conn_free(struct conn *c, bool keep_fd)
     event_free(c->ev);
     registry_set(srv, c->fd, NULL);
     if (!keep_fd) {
-        close(c->fd);
+        c->tp->close(&c->io);
         __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
         if (c->watcher != NULL) {
             watch_cancel(srv->watch, c->watcher);
@@ -136,6 +142,7 @@ static void conn_free(struct conn *c, bool keep_fd)
     storage_release(srv->storage, &c->item);
     free(c->meta_pending);
     dump_release(c);
+    auth_sasl_conn_free(&c->sasl);
     free_rbuf(c);
     free(c->wbuf);
     free(c->segs);
@@ -339,16 +346,9 @@ static int conn_flush(struct conn *c)
             iov[n].iov_base = (void *)(base + skip);
             iov[n].iov_len = s->len - skip;
         }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t wr = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        ssize_t wr = c->tp->writev(&c->io, iov, n);
         if (wr < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            return -1;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         }
         STAT_ADD(ts, bytes_written, (uint64_t)wr);
         size_t left = (size_t)wr;
@@ -449,10 +449,7 @@ static ssize_t conn_read(struct conn *c)
         dst = c->rbuf + c->rstart + c->rlen;
         room = c->rsize - c->rstart - c->rlen;
     }
-    ssize_t n;
-    do {
-        n = read(c->fd, dst, room);
-    } while (n < 0 && errno == EINTR);
+    ssize_t n = c->tp->read(&c->io, dst, room);
     if (n < 0) {
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? -2 : -1;
     }
@@ -476,6 +473,11 @@ static void consume(struct conn *c, size_t n)
     }
 }
 
+void conn_consume(struct conn *c, size_t n)
+{
+    consume(c, n);
+}
+
 /* Runs one buffered binary request. Returns false when it needs more bytes
  * or the connection must close (then c->close_now is set). */
 static bool conn_process_binary(struct conn *c)
@@ -490,11 +492,16 @@ static bool conn_process_binary(struct conn *c)
         c->close_now = true;
         return false;
     case BIN_ERROR:
+    case BIN_OK:
+        break;
+    }
+    if (c->w->srv->settings->sasl) {
+        return conn_auth_binary(c, r, &req, used);
+    }
+    if (r == BIN_ERROR) {
         process_binary_error(c, &req);
         consume(c, used);
         return true;
-    case BIN_OK:
-        break;
     }
     conn_set_last_cmd(c, clock_now(&c->w->srv->clock));
     /* The request's pointers stay valid until consume(): process never reads. */
@@ -573,6 +580,13 @@ bool conn_run(struct conn *c, bool *yielded)
             }
             continue;
         }
+        if (srv->authfile != NULL && !c->authenticated) {
+            int ar = conn_auth_text(c);
+            if (ar <= 0) {
+                return ar == 0;
+            }
+            continue;
+        }
         struct text_request req;
         size_t used = 0;
         enum text_status st = text_parse(c->rbuf + c->rstart, c->rlen, &req, &used);
@@ -627,7 +641,9 @@ void conn_drive(struct conn *c)
         free_rbuf(c);
     }
     set_events(c, EV_READ | EV_PERSIST);
-    if (yielded) {
+    /* A TLS record may hold more than one read took: the socket will not
+     * signal those bytes again. */
+    if (yielded || (c->tp->pending != NULL && c->tp->pending(&c->io))) {
         event_active(c->ev, EV_READ, 0);
     }
 }

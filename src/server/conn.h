@@ -18,8 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "text.h"
+#include "transport.h"
 
 struct worker;
 struct item;
@@ -47,6 +49,8 @@ struct conn {
     struct conn *next, *prev; /* the worker's list */
     struct worker *w;
     int fd;
+    const struct transport *tp; /* how bytes reach fd (transport.h) */
+    struct transport_conn io;
     enum conn_state state;
     bool binary; /* protocol picked from the first byte */
     bool is_udp; /* a worker's UDP socket: one request datagram at a time */
@@ -86,6 +90,11 @@ struct conn {
     uint32_t nsegs, segcap, seg_sent; /* segments fully sent */
     uint32_t seg_off;                 /* bytes sent of segs[seg_sent] */
     uint32_t out_bytes;               /* bytes queued since the output was last empty */
+    /* authentication (-S, -Y) */
+    bool authenticated;
+    struct auth_ascii auth_ascii; /* -Y token exchange */
+    void *sasl;                   /* libsasl2 state, see auth.h */
+
     /* UDP only: where each response starts in the queued output, so that
      * each goes out as its own message, as memcached sends them. */
     uint32_t *marks;
@@ -104,8 +113,10 @@ static inline void conn_set_last_cmd(struct conn *c, rel_time_t t)
     __atomic_store_n(&c->last_cmd_time, t, __ATOMIC_RELAXED);
 }
 
-/* Takes a connected, non-blocking socket into worker w. */
-struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr);
+/* Takes a connected, non-blocking socket into worker w, to be read and
+ * written through tp (tstate: the transport's state, owned from now on). */
+struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
+                         const struct transport *tp, void *tstate);
 /* Closes the socket, releases items and buffers, frees the connection. */
 void conn_close(struct conn *c, const char *reason);
 
@@ -114,6 +125,8 @@ void conn_out(struct conn *c, const void *data, size_t len);
 void conn_out_str(struct conn *c, const char *s); /* s followed by "\r\n" */
 /* Queues len bytes at ptr inside item it; takes over one reference to it. */
 void conn_out_item(struct conn *c, struct item *it, const char *ptr, size_t len);
+/* Drops n parsed bytes from the front of the read buffer. */
+void conn_consume(struct conn *c, size_t n);
 /* Processes whatever the read buffer holds, writes the replies and sets the
  * events for what comes next (used after a yield). */
 void conn_drive(struct conn *c);

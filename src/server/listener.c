@@ -126,7 +126,7 @@ int listener_split_hostport(char *spec, int defport, char **host, int *port)
     return 0;
 }
 
-static int open_tcp(struct server *srv, const char *host, int port)
+static int open_tcp(struct server *srv, const char *host, int port, bool tls)
 {
     struct addrinfo hints = {
         .ai_flags = AI_PASSIVE, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -163,6 +163,7 @@ static int open_tcp(struct server *srv, const char *host, int port)
             break;
         }
         l->fd = fd;
+        l->tls = tls;
         char hbuf[INET6_ADDRSTRLEN + 8] = "";
         getnameinfo(p->ai_addr, p->ai_addrlen, hbuf, sizeof(hbuf), NULL, 0, NI_NUMERICHOST);
         if (p->ai_family == AF_INET6) {
@@ -196,12 +197,20 @@ int listeners_open(struct server *srv)
     for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         char *host;
         int port;
+        /* memcached 1.6.18: with -Z every TCP listener speaks TLS except the
+         * ones given as "notls:ADDR[:PORT]". */
+        bool tls = s->ssl_enabled;
+        if (strncmp(tok, "notls:", 6) == 0) {
+            tok += 6;
+            tls = false;
+        }
         if (listener_split_hostport(tok, s->port, &host, &port) != 0 || port <= 0 || port > 65535) {
             fprintf(stderr, "Invalid listen address: %s\n", tok);
             rc = EX_USAGE;
             break;
         }
-        if (open_tcp(srv, strcmp(host, "*") == 0 || host[0] == '\0' ? NULL : host, port) != 0) {
+        if (open_tcp(srv, strcmp(host, "*") == 0 || host[0] == '\0' ? NULL : host, port, tls) !=
+            0) {
             if (s->inter != NULL) {
                 fprintf(stderr, "failed to listen on one of interface(s) %s: %s\n", inter,
                         strerror(errno));
@@ -288,7 +297,7 @@ static void do_accept(evutil_socket_t lfd, short what, void *arg)
         }
         __atomic_add_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&srv->counters.total_conns, 1, __ATOMIC_RELAXED);
-        workers_dispatch(srv, fd, ctx->l->name);
+        workers_dispatch(srv, fd, ctx->l->name, ctx->l->tls);
     }
 }
 

@@ -14,6 +14,7 @@ struct listener {
     int fd;
     char name[96]; /* "tcp:127.0.0.1:11211", "unix:/path" */
     bool is_unix;
+    bool tls; /* -Z, unless given as notls:ADDR */
     struct event *ev;
     unsigned created; /* rel_time_t the listener started, for stats conns */
 };

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "auth.h"
 #include "background.h"
 #include "daemon.h"
 #include "listener.h"
@@ -25,6 +26,7 @@
 #include "server.h"
 #include "settings.h"
 #include "storage.h"
+#include "transport_tls.h"
 #include "udp.h"
 #include "watch.h"
 
@@ -51,8 +53,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     (void)what;
     if (sig == SIGHUP) {
-        if (server_verbose(srv) > 0) {
-            log_msg(LOG_INFO, "SIGHUP received: nothing to reload");
+        /* As memcached: SIGHUP reloads the TLS certificates (refresh_certs). */
+        char err[512];
+        if (srv->tls != NULL && tls_ctx_refresh(srv->tls, err, sizeof(err)) != 0) {
+            log_msg(LOG_WARN, "%s", err);
+        } else if (server_verbose(srv) > 0) {
+            log_msg(LOG_INFO, srv->tls != NULL ? "SIGHUP received: certificates reloaded"
+                                               : "SIGHUP received: nothing to reload");
         }
         return;
     }
@@ -98,6 +105,17 @@ int main(int argc, char **argv)
 
     char *pidfile = daemon_abspath(settings.pidfile);
     rc = daemon_check_user(&settings);
+    if (rc == 0 && settings.auth_file != NULL) {
+        srv.authfile = authfile_load(settings.auth_file);
+        rc = srv.authfile == NULL ? EXIT_FAILURE : 0;
+    }
+    if (rc == 0 && settings.ssl_enabled) {
+        srv.tls = tls_ctx_create(&settings);
+        rc = srv.tls == NULL ? EX_USAGE : 0;
+    }
+    if (rc == 0 && settings.sasl) {
+        rc = auth_sasl_setup(settings.verbose) != 0 ? EXIT_FAILURE : 0;
+    }
     if (rc == 0) {
         rc = daemon_set_limits(&settings, (int)srv.counters.reserved_fds + 16);
     }
@@ -224,6 +242,9 @@ int main(int argc, char **argv)
     }
     storage_destroy(&srv.storage);
     prefix_stats_destroy(&srv.prefix_stats);
+    authfile_destroy(&srv.authfile);
+    auth_sasl_teardown();
+    tls_ctx_destroy(&srv.tls);
     free(srv.registry);
     pthread_mutex_destroy(&srv.stats_lock);
     free(pidfile);

@@ -16,6 +16,7 @@
 #include "process_binary.h"
 #include "process_meta.h"
 #include "server.h"
+#include "transport_tls.h"
 #include "storage.h"
 #include "watch.h"
 
@@ -313,7 +314,7 @@ static void process_watch(struct conn *c, const struct text_request *req)
     unsigned flags;
     if (!srv->settings->watch_enabled) {
         reply(c, "CLIENT_ERROR watch commands not allowed");
-    } else if (c->is_udp || c->watcher != NULL || srv->watch == NULL ||
+    } else if (c->is_udp || c->tp != &transport_plain || c->watcher != NULL || srv->watch == NULL ||
                watch_parse_flags(req->args + 1, req->nargs - 1, &flags) != 0) {
         reply(c, "ERROR");
     } else if ((c->watcher = watch_reserve(srv->watch, flags)) == NULL) {
@@ -321,6 +322,22 @@ static void process_watch(struct conn *c, const struct text_request *req)
     } else {
         reply(c, "OK");
         c->close_after_write = true;
+    }
+}
+
+/* memcached 1.6.18's answers: OK, the loader's error line, or this without -Z. */
+static void process_refresh_certs(struct conn *c)
+{
+    struct server *srv = c->w->srv;
+    if (srv->tls == NULL) {
+        conn_out_str(c, "Error TLS not enabled");
+        return;
+    }
+    char err[512];
+    if (tls_ctx_refresh(srv->tls, err, sizeof(err)) == 0) {
+        conn_out_str(c, "OK");
+    } else {
+        conn_out_str(c, err);
     }
 }
 
@@ -395,6 +412,9 @@ void process_text(struct conn *c, const struct text_request *req)
         break;
     case TEXT_CMD_WATCH:
         process_watch(c, req);
+        break;
+    case TEXT_CMD_REFRESH_CERTS:
+        process_refresh_certs(c);
         break;
     case TEXT_CMD_ERROR:
     default:

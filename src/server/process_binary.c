@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "binary.h"
 #include "log.h"
 #include "ops.h"
@@ -380,6 +381,71 @@ void process_binary(struct conn *c, const struct bin_request *req)
         send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_UNKNOWN_COMMAND);
         break;
     }
+}
+
+/* A response whose body is `len` bytes of value (SASL answers). */
+static void send_body(struct conn *c, const struct bin_request *req, uint16_t status,
+                      const char *body, size_t len)
+{
+    char hdr[BIN_HEADER_LEN];
+    struct bin_packet pk = {.opcode = req->hdr.opcode,
+                            .status = status,
+                            .opaque = req->hdr.opaque,
+                            .value_len = (uint32_t)len};
+    conn_out(c, hdr, bin_compose_response(hdr, sizeof(hdr), &pk));
+    conn_out(c, body, len);
+}
+
+void process_binary_sasl(struct conn *c, const struct bin_request *req, const char *data,
+                         size_t ndata, bool too_long)
+{
+    conn_mark_response(c, true);
+    if (req->cmd == BIN_OP_SASL_LIST_MECHS) {
+        const char *mechs = NULL;
+        size_t n = 0;
+        if (auth_sasl_list_mechs(&c->sasl, &mechs, &n)) {
+            send_body(c, req, BIN_STATUS_OK, mechs, n);
+        } else {
+            send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_AUTH_ERROR);
+        }
+        return;
+    }
+    const char *out = NULL;
+    size_t outlen = 0;
+    enum auth_sasl_result r = AUTH_SASL_FAIL;
+    if (req->cmd == BIN_OP_SASL_AUTH) {
+        /* A new exchange drops whatever an earlier one granted. */
+        c->authenticated = false;
+        if (!too_long) {
+            r = auth_sasl_start(&c->sasl, req->key.p, req->key.len, data, ndata, &out, &outlen);
+        }
+    } else if (!too_long) {
+        r = auth_sasl_step(&c->sasl, data, ndata, &out, &outlen);
+    }
+    struct thread_stats *ts = &c->w->stats;
+    switch (r) {
+    case AUTH_SASL_OK:
+        c->authenticated = true;
+        STAT_INCR(ts, auth_cmds);
+        send_body(c, req, BIN_STATUS_OK, "Authenticated", strlen("Authenticated"));
+        break;
+    case AUTH_SASL_CONTINUE:
+        send_body(c, req, BIN_STATUS_AUTH_CONTINUE, out, outlen);
+        break;
+    case AUTH_SASL_FAIL:
+        c->authenticated = false;
+        STAT_INCR(ts, auth_cmds);
+        STAT_INCR(ts, auth_errors);
+        send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_AUTH_ERROR);
+        break;
+    }
+}
+
+void process_binary_refuse(struct conn *c, const struct bin_request *req)
+{
+    conn_mark_response(c, true);
+    send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_AUTH_ERROR);
+    c->close_after_write = true;
 }
 
 void process_binary_error(struct conn *c, const struct bin_request *req)

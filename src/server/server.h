@@ -23,6 +23,7 @@ struct conn;
 struct listener;
 struct prefix_stats;
 struct watch;
+struct tls_ctx;
 struct event_base;
 struct event;
 
@@ -69,6 +70,8 @@ struct server {
     int registry_size;
     struct prefix_stats *prefix_stats; /* "stats detail" */
     struct watch *watch;               /* "watch" log streams (watch.c) */
+    struct authfile *authfile;         /* -Y, else NULL */
+    struct tls_ctx *tls;               /* -Z, else NULL */
     struct listener *listeners;        /* set up by listener.c */
     int nlisteners;
     int *udp_fds; /* set up by udp.c; -1 once a worker owns one */
@@ -92,7 +95,7 @@ void server_reset_stats(struct server *srv);
 int workers_start(struct server *srv);
 /* Hands an accepted socket to the next worker. `transport` names the listener
  * ("tcp" or "unix") and listen_addr its address, for stats conns. */
-void workers_dispatch(struct server *srv, int fd, const char *listen_addr);
+void workers_dispatch(struct server *srv, int fd, const char *listen_addr, bool tls);
 /* Stops every worker: closes their connections and joins them. */
 void workers_stop(struct server *srv);
 

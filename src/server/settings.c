@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 
 #include <event2/event.h>
@@ -68,6 +69,18 @@ static const char *const suboption_help[] = {
     "metrics_port:        serve Prometheus metrics on GET /metrics at this TCP port,",
     "                     on the -l addresses (default: 0, off)",
     "relaxed_privileges:  accepted for compatibility",
+    "ssl_chain_cert:      certificate chain file in PEM format",
+    "ssl_key:             private key, if not part of the -ssl_chain_cert",
+    "ssl_keyformat:       private key format: 1 PEM (default), 2 DER",
+    "ssl_verify_mode:     peer certificate verification: 0(None, default), 1(Request), "
+    "2(Require), 3(Once)",
+    "ssl_ciphers:         specify cipher list to be used",
+    "ssl_ca_cert:         PEM format file of acceptable client CA's",
+    "ssl_wbuf_size:       size in kilobytes of per-connection SSL output buffer (default: 16)",
+    "ssl_session_cache:   enable server-side SSL session cache, to support session resumption",
+    "ssl_kernel_tls:      accepted; no effect",
+    "ssl_min_version:     minimum protocol version: 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2, "
+    "default), 3(tlsv1.3)",
     "slab_chunk_max, slab_reassign, slab_automove, lru_crawler, lru_maintainer,",
     "hot_lru_pct, warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl,",
     "tail_repair_time, hash_algorithm, track_sizes, read_buf_mem_limit, modern,",
@@ -111,6 +124,9 @@ void settings_init(struct settings *s)
     s->temporary_ttl = 61;
     s->watcher_logbuf_size = 256 * 1024;
     s->worker_logbuf_size = 64 * 1024;
+    s->ssl_keyformat = 1;
+    s->ssl_min_version = 2;
+    s->ssl_wbuf_size = 16 * 1024;
 }
 
 void settings_deinit(struct settings *s)
@@ -121,7 +137,12 @@ void settings_deinit(struct settings *s)
     free(s->pidfile);
     free(s->auth_file);
     free(s->memory_file);
+    free(s->ssl_chain_cert);
+    free(s->ssl_key);
+    free(s->ssl_ca_cert);
+    free(s->ssl_ciphers);
     s->socketpath = s->inter = s->username = s->pidfile = s->auth_file = s->memory_file = NULL;
+    s->ssl_chain_cert = s->ssl_key = s->ssl_ca_cert = s->ssl_ciphers = NULL;
 }
 
 const char *settings_protocol_name(enum binding_protocol p)
@@ -213,6 +234,80 @@ static void set_str(char **dst, const char *src)
 {
     free(*dst);
     *dst = strdup(src);
+}
+
+/* The -o ssl_* options, with memcached's messages. */
+static int parse_ssl_suboption(struct settings *s, const char *opt, const char *val)
+{
+    struct {
+        const char *name;
+        char **target;
+    } strs[] = {
+        {"ssl_chain_cert", &s->ssl_chain_cert},
+        {"ssl_key", &s->ssl_key},
+        {"ssl_ca_cert", &s->ssl_ca_cert},
+        {"ssl_ciphers", &s->ssl_ciphers},
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        if (strcmp(opt, strs[i].name) == 0) {
+            if (val == NULL || *val == '\0') {
+                fprintf(stderr, "Missing %s argument\n", opt);
+                return 1;
+            }
+            set_str(strs[i].target, val);
+            return 0;
+        }
+    }
+    if (strcmp(opt, "ssl_session_cache") == 0) {
+        s->ssl_session_cache = true;
+        return 0;
+    }
+    if (strcmp(opt, "ssl_kernel_tls") == 0) {
+        s->ssl_kernel_tls = true;
+        return 0;
+    }
+    int v;
+    if (strcmp(opt, "ssl_verify_mode") == 0) {
+        if (val == NULL || !parse_int(val, 0, 3, &v)) {
+            fprintf(stderr, "Invalid ssl_verify_mode. Use help to see valid options.\n");
+            return 1;
+        }
+        s->ssl_verify_mode = v;
+        return 0;
+    }
+    if (strcmp(opt, "ssl_min_version") == 0) {
+        static const char *const names[] = {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"};
+        v = -1;
+        for (int i = 0; val != NULL && i < 4; i++) {
+            if (strcasecmp(val, names[i]) == 0) {
+                v = i;
+            }
+        }
+        if (v < 0 && (val == NULL || !parse_int(val, 0, 3, &v))) {
+            fprintf(stderr, "Invalid ssl_min_version. Use help to see valid options.\n");
+            return 1;
+        }
+        s->ssl_min_version = v;
+        return 0;
+    }
+    if (strcmp(opt, "ssl_keyformat") == 0) {
+        if (val == NULL || !parse_int(val, 1, 2, &v)) {
+            fprintf(stderr, "Invalid ssl_keyformat. Use help to see valid options.\n");
+            return 1;
+        }
+        s->ssl_keyformat = v;
+        return 0;
+    }
+    if (strcmp(opt, "ssl_wbuf_size") == 0) {
+        if (val == NULL || !parse_int(val, 1, 1024 * 1024, &v)) {
+            fprintf(stderr, "Invalid ssl_wbuf_size. Use help to see valid options.\n");
+            return 1;
+        }
+        s->ssl_wbuf_size = v * 1024;
+        return 0;
+    }
+    fprintf(stderr, "Illegal suboption \"%s\"\n", opt);
+    return 1;
 }
 
 /* One "name" or "name=value" of -o. Returns 0 or an exit code. */
@@ -361,6 +456,9 @@ static int parse_suboption(struct settings *s, char *opt)
         }
         return 0; /* memstash always hashes with xxh3 */
     }
+    if (strncmp(opt, "ssl_", 4) == 0) {
+        return parse_ssl_suboption(s, opt, val);
+    }
     fprintf(stderr, "Illegal suboption \"%s\"\n", opt);
     return 1;
 }
@@ -508,6 +606,7 @@ static int parse_option(struct settings *s, int c, const char *arg)
         }
         return 0;
     case 'B':
+        s->protocol_set = true;
         if (strcmp(arg, "auto") == 0) {
             s->binding_protocol = PROTO_AUTO;
         } else if (strcmp(arg, "binary") == 0) {
@@ -541,6 +640,9 @@ static int parse_option(struct settings *s, int c, const char *arg)
         return 0;
     case 'Y':
         set_str(&s->auth_file, arg);
+        return 0;
+    case 'Z':
+        s->ssl_enabled = true;
         return 0;
     case 'e':
         set_str(&s->memory_file, arg);
@@ -597,13 +699,32 @@ static int validate(struct settings *s)
                 s->num_napi_ids, s->num_threads);
         return EX_USAGE;
     }
+    /* memcached 1.6.18's rules: SASL is binary-only, -Y is text-only, and
+     * neither allows UDP. Without -B each picks its protocol. */
     if (s->sasl) {
-        fprintf(stderr, "This server is not built with SASL support.\n");
-        return EX_USAGE;
+        if (!s->protocol_set) {
+            s->binding_protocol = PROTO_BINARY;
+        } else if (s->binding_protocol != PROTO_BINARY) {
+            fprintf(stderr, "ERROR: You cannot allow the ASCII protocol while using SASL.\n");
+            return EX_USAGE;
+        }
+        if (s->udpport != 0) {
+            fprintf(stderr, "ERROR: Cannot enable UDP while using binary SASL authentication.\n");
+            return EX_USAGE;
+        }
     }
     if (s->auth_file != NULL) {
-        fprintf(stderr, "-Y (ascii auth) is not supported by this build yet.\n");
-        return EX_USAGE;
+        if (!s->protocol_set) {
+            s->binding_protocol = PROTO_ASCII;
+        } else if (s->binding_protocol != PROTO_ASCII) {
+            fprintf(stderr, "ERROR: You cannot allow the BINARY protocol while using ascii "
+                            "authentication tokens.\n");
+            return EX_USAGE;
+        }
+        if (s->udpport != 0) {
+            fprintf(stderr, "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n");
+            return EX_USAGE;
+        }
     }
     return 0;
 }
@@ -742,6 +863,18 @@ void settings_render(const struct settings *s,
     emit(ctx, "track_sizes", s->track_sizes ? "yes" : "no");
     emit(ctx, "inline_ascii_response", "no");
     emit(ctx, "drop_privileges", s->drop_privileges ? "yes" : "no");
+    static const char *const tls_names[] = {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"};
+    emit(ctx, "ssl_enabled", s->ssl_enabled ? "yes" : "no");
+    emit(ctx, "ssl_chain_cert", s->ssl_chain_cert ? s->ssl_chain_cert : "(null)");
+    emit(ctx, "ssl_key", s->ssl_key ? s->ssl_key : "(null)");
+    emit_int(emit, ctx, "ssl_verify_mode", s->ssl_verify_mode);
+    emit_int(emit, ctx, "ssl_keyformat", s->ssl_keyformat);
+    emit(ctx, "ssl_ciphers", s->ssl_ciphers ? s->ssl_ciphers : "NULL");
+    emit(ctx, "ssl_ca_cert", s->ssl_ca_cert ? s->ssl_ca_cert : "NULL");
+    emit_int(emit, ctx, "ssl_wbuf_size", s->ssl_wbuf_size);
+    emit(ctx, "ssl_session_cache", s->ssl_session_cache ? "yes" : "no");
+    emit(ctx, "ssl_kernel_tls", s->ssl_kernel_tls ? "yes" : "no");
+    emit(ctx, "ssl_min_version", tls_names[s->ssl_min_version]);
     emit_int(emit, ctx, "num_napi_ids", s->num_napi_ids);
     emit(ctx, "memory_file", s->memory_file ? s->memory_file : "(null)");
     emit(ctx, "eviction_policy", "sieve");

@@ -48,14 +48,28 @@ struct settings {
     bool use_cas;                           /* !-C */
     int backlog;                            /* -b */
     enum binding_protocol binding_protocol; /* -B */
+    bool protocol_set;                      /* -B was given */
     size_t item_size_max;                   /* -I */
     bool sasl;                              /* -S */
     bool flush_enabled;                     /* !-F */
-    bool dump_enabled;                      /* !-X */
+    bool dump_enabled;                      /* !-X: stats cachedump, lru_crawler metadump */
     bool watch_enabled;                     /* !-W */
     char *auth_file;                        /* -Y */
     char *memory_file;                      /* -e */
-    int num_napi_ids;                       /* -N */
+
+    /* TLS: -Z and the -o ssl_* options, memcached's names and defaults. */
+    bool ssl_enabled;       /* -Z */
+    char *ssl_chain_cert;   /* PEM certificate chain */
+    char *ssl_key;          /* private key (else in the chain file) */
+    char *ssl_ca_cert;      /* CAs accepted for client certificates */
+    char *ssl_ciphers;      /* OpenSSL cipher list, NULL: OpenSSL's */
+    int ssl_keyformat;      /* 1 PEM (SSL_FILETYPE_PEM), 2 ASN1/DER */
+    int ssl_verify_mode;    /* 0 none, 1 request, 2 require, 3 once */
+    int ssl_min_version;    /* 0 TLSv1.0 .. 3 TLSv1.3; default 2 */
+    int ssl_wbuf_size;      /* bytes of per-connection TLS output buffer */
+    bool ssl_session_cache; /* server-side session cache for resumption */
+    bool ssl_kernel_tls;    /* accepted; no effect */
+    int num_napi_ids;       /* -N */
 
     /* -o suboptions */
     bool maxconns_fast;

@@ -16,11 +16,13 @@
 #include "conn.h"
 #include "log.h"
 #include "server.h"
+#include "transport_tls.h"
 #include "udp.h"
 
 struct pending_conn {
     struct pending_conn *next;
     int fd;
+    bool tls;
     const char *listen_addr;
 };
 
@@ -74,8 +76,18 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
         list = p->next;
         char peer[64];
         peer_name(p->fd, peer, sizeof(peer));
-        if (stopping || conn_create(w, p->fd, peer, p->listen_addr) == NULL) {
-            close(p->fd);
+        const struct transport *tp = p->tls ? &transport_tls : &transport_plain;
+        struct transport_conn io = {p->fd, NULL};
+        if (!stopping && p->tls) {
+            io.state = tls_session_create(w->srv->tls, p->fd);
+        }
+        if (stopping || (p->tls && io.state == NULL) ||
+            conn_create(w, p->fd, peer, p->listen_addr, tp, io.state) == NULL) {
+            if (io.state != NULL) {
+                tp->close(&io);
+            } else {
+                close(p->fd);
+            }
             __atomic_sub_fetch(&w->srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
         }
         free(p);
@@ -167,7 +179,7 @@ static void worker_notify(struct worker *w)
     (void)r;
 }
 
-void workers_dispatch(struct server *srv, int fd, const char *listen_addr)
+void workers_dispatch(struct server *srv, int fd, const char *listen_addr, bool tls)
 {
     struct worker *w = &srv->workers[srv->next_worker++ % srv->nworkers];
     struct pending_conn *p = malloc(sizeof(*p));
@@ -178,6 +190,7 @@ void workers_dispatch(struct server *srv, int fd, const char *listen_addr)
     }
     p->next = NULL;
     p->fd = fd;
+    p->tls = tls;
     p->listen_addr = listen_addr;
     pthread_mutex_lock(&w->queue_lock);
     if (w->queue_tail != NULL) {

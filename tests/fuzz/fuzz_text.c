@@ -98,7 +98,7 @@ static void check_request(const char *buf, size_t used, const struct text_reques
     const char *line = req->line;
     size_t n = req->line_len;
 
-    FUZZ_CHECK(req->cmd >= TEXT_CMD_ERROR && req->cmd <= TEXT_CMD_META);
+    FUZZ_CHECK(req->cmd >= TEXT_CMD_ERROR && req->cmd < TEXT_CMD_COUNT_);
     FUZZ_CHECK(req->err >= TEXT_ERR_NONE && req->err <= TEXT_ERR_SHUTDOWN_MODE);
     FUZZ_CHECK((req->cmd == TEXT_CMD_ERROR) == (req->err != TEXT_ERR_NONE));
     FUZZ_CHECK(req->cmd == TEXT_CMD_ERROR || req->err_cmd == TEXT_CMD_ERROR);
