@@ -27,6 +27,7 @@
 #include "numparse.h"
 #include "server.h"
 #include "storage.h"
+#include "uri.h"
 
 /* Output produced per step of a streaming dump before it waits for the writer. */
 #define DUMP_STEP_BYTES ((size_t)256 * 1024)
@@ -73,25 +74,6 @@ static bool buf_reserve(struct conn_dump *d, size_t more)
     d->buf = nb;
     d->cap = cap;
     return true;
-}
-
-/* memcached's URI encoding of metadump keys: all but [A-Za-z0-9-._~] as %XX. */
-static size_t uri_encode(const char *src, size_t n, char *out)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            out[o++] = (char)ch;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
-        }
-    }
-    return o;
 }
 
 static long unix_time(const struct server *srv, rel_time_t t)

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "text.h"
+#include "uri.h"
 
 struct watcher {
     struct watch *hub;
@@ -321,23 +322,13 @@ static void emit(struct watch *h, unsigned flag, const char *fmt, ...)
     pthread_mutex_unlock(&h->lock);
 }
 
-/* memcached's uriencode: everything but A-Za-z0-9 and -._~ becomes %XX. */
-static void uri_encode(const char *key, size_t nkey, char *out, size_t cap)
+/* A key as watch lines print it, NUL-terminated. */
+static void key_encode(const char *key, size_t nkey, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (size_t i = 0; i < nkey && o + 4 < cap; i++) {
-        unsigned char ch = (unsigned char)key[i];
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            out[o++] = (char)ch;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
-        }
+    if (nkey > 250 || URI_ENCODED_MAX(nkey) >= cap) {
+        nkey = 0; /* keys are at most 250 bytes; never happens */
     }
-    out[o] = '\0';
+    out[uri_encode(key, nkey, out)] = '\0';
 }
 
 void watch_emit_get(struct watch *h, const char *key, size_t nkey, enum watch_get_status status,
@@ -345,7 +336,7 @@ void watch_emit_get(struct watch *h, const char *key, size_t nkey, enum watch_ge
 {
     static const char *const names[] = {"not_found", "found", "flushed", "expired"};
     char k[3 * 250 + 8];
-    uri_encode(key, nkey, k, sizeof(k));
+    key_encode(key, nkey, k, sizeof(k));
     emit(h, WATCH_FETCHERS, "type=item_get key=%s status=%s clsid=%u cfd=%d size=%zu", k,
          names[status], clsid, cfd, size);
 }
@@ -356,7 +347,7 @@ void watch_emit_store(struct watch *h, const char *key, size_t nkey, int status,
     static const char *const names[] = {"not_stored", "stored",    "exists",
                                         "not_found",  "too_large", "no_memory"};
     char k[3 * 250 + 8];
-    uri_encode(key, nkey, k, sizeof(k));
+    key_encode(key, nkey, k, sizeof(k));
     emit(h, WATCH_MUTATIONS,
          "type=item_store key=%s status=%s cmd=%s ttl=%u clsid=%u cfd=%d size=%zu", k,
          names[status >= 0 && status <= 5 ? status : 0], cmd, ttl, clsid, cfd, size);
