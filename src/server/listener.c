@@ -126,7 +126,7 @@ int listener_split_hostport(char *spec, int defport, char **host, int *port)
     return 0;
 }
 
-static int open_tcp(struct server *srv, const char *host, int port, bool tls)
+int listener_bind_all(const char *host, int port, int backlog, listener_bound_fn fn, void *ctx)
 {
     struct addrinfo hints = {
         .ai_flags = AI_PASSIVE, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -141,7 +141,8 @@ static int open_tcp(struct server *srv, const char *host, int port, bool tls)
     int bound = 0;
     int last_errno = 0;
     for (struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
-        int fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol);
+        int fd =
+            socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
@@ -151,25 +152,14 @@ static int open_tcp(struct server *srv, const char *host, int port, bool tls)
         if (p->ai_family == AF_INET6) {
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         }
-        if (bind(fd, p->ai_addr, p->ai_addrlen) != 0 || listen(fd, srv->settings->backlog) != 0 ||
-            set_nonblock(fd) != 0) {
+        if (bind(fd, p->ai_addr, p->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
             last_errno = errno;
             close(fd);
             continue;
         }
-        struct listener *l = add_listener(srv);
-        if (l == NULL) {
+        if (fn(ctx, fd, p->ai_addr, p->ai_addrlen) != 0) {
             close(fd);
             break;
-        }
-        l->fd = fd;
-        l->tls = tls;
-        char hbuf[INET6_ADDRSTRLEN + 8] = "";
-        getnameinfo(p->ai_addr, p->ai_addrlen, hbuf, sizeof(hbuf), NULL, 0, NI_NUMERICHOST);
-        if (p->ai_family == AF_INET6) {
-            snprintf(l->name, sizeof(l->name), "tcp6:[%s]:%d", hbuf, port);
-        } else {
-            snprintf(l->name, sizeof(l->name), "tcp:%s:%d", hbuf, port);
         }
         bound++;
     }
@@ -178,7 +168,39 @@ static int open_tcp(struct server *srv, const char *host, int port, bool tls)
         errno = last_errno;
         return -1;
     }
+    return bound;
+}
+
+struct tcp_open {
+    struct server *srv;
+    int port;
+    bool tls;
+};
+
+/* Takes one bound TCP socket as a listener named like memcached's. */
+static int keep_tcp(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    struct tcp_open *t = ctx;
+    struct listener *l = add_listener(t->srv);
+    if (l == NULL) {
+        return -1;
+    }
+    l->fd = fd;
+    l->tls = t->tls;
+    char hbuf[INET6_ADDRSTRLEN + 8] = "";
+    getnameinfo(sa, len, hbuf, sizeof(hbuf), NULL, 0, NI_NUMERICHOST);
+    if (sa->sa_family == AF_INET6) {
+        snprintf(l->name, sizeof(l->name), "tcp6:[%s]:%d", hbuf, t->port);
+    } else {
+        snprintf(l->name, sizeof(l->name), "tcp:%s:%d", hbuf, t->port);
+    }
     return 0;
+}
+
+static int open_tcp(struct server *srv, const char *host, int port, bool tls)
+{
+    struct tcp_open t = {srv, port, tls};
+    return listener_bind_all(host, port, srv->settings->backlog, keep_tcp, &t) < 0 ? -1 : 0;
 }
 
 int listeners_open(struct server *srv)

@@ -585,46 +585,21 @@ static void http_cb(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
+static int keep_metrics(void *ctx, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    (void)sa;
+    (void)len;
+    struct metrics *m = ctx;
+    if (m->nfds >= METRICS_MAX_FDS) {
+        return -1;
+    }
+    m->fds[m->nfds++] = fd;
+    return 0;
+}
+
 static int open_one(struct metrics *m, const char *host, int port)
 {
-    struct addrinfo hints = {
-        .ai_flags = AI_PASSIVE, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    char portbuf[16];
-    snprintf(portbuf, sizeof(portbuf), "%d", port);
-    int err = getaddrinfo(host, portbuf, &hints, &ai);
-    if (err != 0) {
-        fprintf(stderr, "getaddrinfo(%s): %s\n", host ? host : "*", gai_strerror(err));
-        return -1;
-    }
-    int bound = 0;
-    int last_errno = 0;
-    for (struct addrinfo *p = ai; p != NULL && m->nfds < METRICS_MAX_FDS; p = p->ai_next) {
-        int fd =
-            socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol);
-        if (fd < 0) {
-            last_errno = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (p->ai_family == AF_INET6) {
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        }
-        if (bind(fd, p->ai_addr, p->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-            last_errno = errno;
-            close(fd);
-            continue;
-        }
-        m->fds[m->nfds++] = fd;
-        bound++;
-    }
-    freeaddrinfo(ai);
-    if (bound == 0) {
-        errno = last_errno;
-        return -1;
-    }
-    return 0;
+    return listener_bind_all(host, port, 64, keep_metrics, m) < 0 ? -1 : 0;
 }
 
 int metrics_open(struct metrics **out, struct server *srv)
