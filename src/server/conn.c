@@ -255,6 +255,14 @@ void conn_out_str(struct conn *c, const char *s)
     if (c->w->srv->verbose > 1) {
         log_msg(LOG_DEBUG, ">%d %s", c->fd, s);
     }
+    char line[128];
+    if (n + 2 <= sizeof(line)) {
+        /* One copy and one segment update instead of two. */
+        memcpy(line, s, n);
+        memcpy(line + n, "\r\n", 2);
+        conn_out(c, line, n + 2);
+        return;
+    }
     conn_out(c, s, n);
     conn_out(c, "\r\n", 2);
 }
