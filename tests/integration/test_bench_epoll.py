@@ -51,7 +51,7 @@ def test_multi_get_counts_keys(server, proto):
     r = bench(server, "-P", proto, "--ratio", "1:0", "--connections", "4", "--multi", "10")
     assert r["ops"] > 0 and r["errors"] == 0
     assert r["gets"] == 10 * r["ops"]
-    assert r["keys_per_sec"] == pytest.approx(10 * r["ops_per_sec"], rel=1e-6)
+    assert r["keys_per_sec"] == pytest.approx(10 * r["ops_per_sec"], rel=1e-4)  # printed to 0.1
 
 
 @pytest.mark.parametrize("proto", ["text", "meta", "binary"])
