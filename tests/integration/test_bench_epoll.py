@@ -67,8 +67,10 @@ def test_open_loop_rate_is_held(server):
     r = bench(server, "--ratio", "1:0", "--connections", "4", "--pipeline", "4", "--rate", "2000")
     assert r["rate_target"] == 2000
     assert r["errors"] == 0
-    # 0.5 s at 2000/s: about 1000 requests, never more than were due.
-    assert 700 <= r["ops"] <= 1100
+    # About 2000/s over the measured window, and never more than were due
+    # (the margin is for a loaded machine, where replies can lag).
+    due = 2000 * r["seconds"]
+    assert 0.6 * due <= r["ops"] <= 1.05 * due + 20
 
 
 def test_cdf_file(server, tmp_path):
