@@ -23,7 +23,7 @@ SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '
 
 PREFIX ?= /usr/local
 
-.PHONY: tsan fuzz install run test build build-asan deps-build deps-test deps-bench format format-check bench clean
+.PHONY: tsan fuzz install run test build build-asan deps-build deps-test deps-bench format format-check bench bench-table bench-micro clean
 
 # Installs the packages in $(1) that dpkg does not have yet.
 define install_missing
@@ -90,6 +90,14 @@ fuzz: deps-test
 
 bench: deps-bench build
 	bench/compare_memcaslap.sh
+
+# Issue 7's table (bench/perf_table.sh; QUICK=1 for a one-minute run) and the
+# in-process micro benchmarks with callgrind instruction counts.
+bench-table: deps-bench build
+	bench/perf_table.sh
+
+bench-micro: deps-bench
+	bench/micro/run_callgrind.sh
 
 # Installs into $(DESTDIR)$(PREFIX): memstashd, memstash, libmemstash with its
 # headers and memstash.pc, man pages, and the systemd unit.

@@ -131,12 +131,15 @@ static uint64_t case_bin_get(uint64_t n)
 
 static uint64_t case_text_value_header(uint64_t n)
 {
-    char key[KEYSZ];
+    static char keys[NREQ][KEYSZ];
+    for (unsigned i = 0; i < NREQ; i++) {
+        key_of(keys[i], i);
+    }
     char out[TEXT_VALUE_HEADER_MAX];
     uint64_t sum = 0;
     for (uint64_t i = 0; i < n; i++) {
-        key_of(key, (unsigned)(i % NREQ));
-        sum += text_compose_value(out, key, KEYSZ, (uint32_t)(i & 7), 100 + (i & 1023), false, 0);
+        sum += text_compose_value(out, keys[i % NREQ], KEYSZ, (uint32_t)(i & 7), 100 + (i & 1023),
+                                  false, 0);
     }
     return sum;
 }

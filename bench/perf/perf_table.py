@@ -280,15 +280,27 @@ def main():
     def med(row, server, key):
         return median([float(r[key]) for r in rows if r["row"] == row and r["server"] == server])
 
+    def paired(row, key):
+        """Median over rounds of memstashd/memcached within the round (adjacent runs)."""
+        out = []
+        for rnd in range(1, ROUNDS + 1):
+            a = [float(r[key]) for r in rows
+                 if r["row"] == row and r["server"] == "memcached" and r["round"] == rnd]
+            b = [float(r[key]) for r in rows
+                 if r["row"] == row and r["server"] == "memstashd" and r["round"] == rnd]
+            if a and b and a[0] > 0:
+                out.append(b[0] / a[0])
+        return median(out)
+
     lines = []
     lines.append(f"memstashd vs memcached: {ROUNDS} rounds, {SECS:g} s per run, "
                  f"{CLIENT_THREADS} client threads, {KEYS} keys, 32 B keys, 100 B values; "
                  f"medians; server flags {' '.join(SERVER_FLAGS)}")
     lines.append("")
-    lines.append("| row | workload | memcached ops/s | memstashd ops/s | ratio | goal | "
+    lines.append("| row | workload | memcached ops/s | memstashd ops/s | ratio | paired | goal | "
                  "srv CPU us/req mc / ms (ratio) | client CPU us/op mc / ms | "
                  "p50 us mc / ms | p99 us mc / ms | p99.9 us mc / ms |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row, _, metric, goal, desc in ROWS:
         a, b = med(row, "memcached", metric), med(row, "memstashd", metric)
         ratio = b / a if a else 0
@@ -298,8 +310,10 @@ def main():
         unit = " keys/s" if metric == "keys_per_sec" else ""
         lines.append(
             f"| {row} | {desc} | {a:,.0f}{unit} | {b:,.0f}{unit} | **{ratio:.2f}x** | "
-            f">= {goal}x{' ok' if ratio >= goal else ' MISS'} | "
-            f"{ca:.2f} / {cb:.2f} ({cratio:.2f}x{', goal <= 0.85x' if row == 'get1' else ''}) | "
+            f"{paired(row, metric):.2f}x | >= {goal}x{' ok' if ratio >= goal else ' MISS'} | "
+            f"{ca:.2f} / {cb:.2f} ({cratio:.2f}x, paired "
+            f"{paired(row, 'server_cpu_us_per_req'):.2f}x"
+            f"{', goal <= 0.85x' if row == 'get1' else ''}) | "
             f"{med(row, 'memcached', 'client_cpu_us_per_op'):.2f} / "
             f"{med(row, 'memstashd', 'client_cpu_us_per_op'):.2f} | "
             f"{med(row, 'memcached', 'p50'):.0f} / {med(row, 'memstashd', 'p50'):.0f} | "
@@ -316,7 +330,8 @@ def main():
         lines.append(
             f"| {row} | fixed load {int(load * 100)}% of memcached peak ({peak * load:,.0f}/s), "
             f"p99 / p99.9 | {a99:.0f} / {a999:.0f} us | {b99:.0f} / {b999:.0f} us | "
-            f"**{r99:.2f}x / {r999:.2f}x** | <= {goal}x {ok} | "
+            f"**{r99:.2f}x / {r999:.2f}x** | {paired(row, 'p99'):.2f}x / "
+            f"{paired(row, 'p99.9'):.2f}x | <= {goal}x {ok} | "
             f"{med(row, 'memcached', 'server_cpu_us_per_req'):.2f} / "
             f"{med(row, 'memstashd', 'server_cpu_us_per_req'):.2f} | "
             f"{med(row, 'memcached', 'client_cpu_us_per_op'):.2f} / "
@@ -325,7 +340,7 @@ def main():
             f"{a99:.0f} / {b99:.0f} | {a999:.0f} / {b999:.0f} |")
     ia, ib = med("idle", "memcached", "value"), med("idle", "memstashd", "value")
     lines.append(f"| idle | memory per idle connection ({IDLE_CONNS} conns, RSS delta) | "
-                 f"{ia:.0f} B | {ib:.0f} B | {ib / ia if ia else 0:.2f}x | <= 512 B"
+                 f"{ia:.0f} B | {ib:.0f} B | {ib / ia if ia else 0:.2f}x | | <= 512 B"
                  f"{' ok' if ib <= 512 else ' MISS'} | | | | | |")
     lines.append("")
     lines.append("Throughput against connections (get, 1 key, no pipelining), ops/s medians:")

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SERVER=${SERVER:-build/src/server/memstashd}
 CLI=${MEMSTASH:-build/src/cli/memstash}
-PORT=${PORT:-22190}
+PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 SECS=${SECS:-3}
 WORKLOAD=${WORKLOAD:-"--connections 50 --rate 3000"}
 TOP=${TOP:-25}
@@ -30,6 +30,7 @@ VPID=$!
 cleanup() { kill "$VPID" 2>/dev/null || true; wait "$VPID" 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 for _ in $(seq 100); do
+    kill -0 "$VPID" 2>/dev/null || { cat "$OUT/vg.err" >&2; exit 1; }
     (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
     sleep 0.2
 done
@@ -58,6 +59,9 @@ g1=$(stat_of cmd_get); s1=$(stat_of cmd_set)
 reqs=$(( (g1 - g0) + (s1 - s0) ))
 sleep 0.5
 f=$(ls -t "$OUT"/cg.* | head -1)
+# The dump must come from our server (callgrind_control matches other runs too).
+grep -q "^pid: $VPID\$" "$f" || { echo "dump $f is not from pid $VPID" >&2; exit 1; }
+echo "profiled: $(grep -m1 -o '/[^ ]*/memstashd$\|/[^ ]*/memcached$' "$f") (pid $VPID)"
 [ -n "${KEEP:-}" ] && cp "$f" "$KEEP" # KEEP=file keeps the profile for callgrind_annotate
 total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 echo "requests: $reqs  instructions: $total  instr/request: $(awk -v t="$total" -v r="$reqs" 'BEGIN {printf "%.0f", t / r}')"

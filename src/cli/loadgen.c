@@ -59,6 +59,7 @@ struct lconn {
     size_t in_len;
     uint64_t skip;        /* value bytes still to discard */
     bool done_after_skip; /* the head completes when skip reaches 0 */
+    unsigned head_hits;   /* hits seen so far in the head's reply */
 };
 
 struct lthread {
@@ -234,11 +235,14 @@ static void complete(struct lthread *t, struct lconn *c, bool error, uint64_t no
         return;
     }
     struct inflight *f = &c->ring[c->head];
+    unsigned hits = c->head_hits;
+    c->head_hits = 0;
     c->head = (c->head + 1) % t->depth;
     c->count--;
     if (atomic_load_explicit(t->phase, memory_order_relaxed) != PH_MEASURE) {
         return;
     }
+    t->hits += hits;
     hist_add(&t->hist, now > f->t0 ? now - f->t0 : 0);
     t->ops++;
     unsigned n = f->kind == K_MULTI ? t->o->multi : 1;
@@ -253,11 +257,10 @@ static void complete(struct lthread *t, struct lconn *c, bool error, uint64_t no
     }
 }
 
-static void count_hit(struct lthread *t)
+/* A hit in the head's reply; counted with the reply when it completes. */
+static void count_hit(struct lconn *c)
 {
-    if (atomic_load_explicit(t->phase, memory_order_relaxed) == PH_MEASURE) {
-        t->hits++;
-    }
+    c->head_hits++;
 }
 
 static bool starts(const char *p, size_t n, const char *w)
@@ -318,11 +321,11 @@ static size_t scan(struct lthread *t, struct lconn *c, uint64_t now)
             pos += 24;
             c->skip = body;
             if (op == 0x0d) {
-                count_hit(t);
+                count_hit(c);
                 continue;
             }
             if (op == 0x00 && status == 0) {
-                count_hit(t);
+                count_hit(c);
             }
             bool err = h[0] != 0x81 || (op != 0x00 && status != 0);
             if (body > 0) {
@@ -346,10 +349,10 @@ static size_t scan(struct lthread *t, struct lconn *c, uint64_t now)
         }
         enum kind head = c->count ? (enum kind)c->ring[c->head].kind : K_GET;
         if (starts(p, n, "VALUE")) {
-            count_hit(t);
+            count_hit(c);
             c->skip = line_number(p, n, true) + 2;
         } else if (starts(p, n, "VA")) {
-            count_hit(t);
+            count_hit(c);
             c->skip = line_number(p, n, false) + 2;
             c->done_after_skip = head != K_MULTI;
         } else if (starts(p, n, "ERROR") || starts(p, n, "CLIENT_ERROR") ||

@@ -11,6 +11,7 @@
 #include "text.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "numparse.h"
@@ -41,7 +42,9 @@ const char *text_error_string(enum text_error e)
     return "ERROR";
 }
 
-bool text_next_token(const char **p, const char *end, struct text_token *tok)
+/* text_next_token, inlined into the parser's own loops. */
+static inline __attribute__((always_inline)) bool next_token(const char **p, const char *end,
+                                                             struct text_token *tok)
 {
     const char *s = *p;
     while (s < end && *s == ' ') {
@@ -52,13 +55,40 @@ bool text_next_token(const char **p, const char *end, struct text_token *tok)
         return false;
     }
     const char *e = s;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /*
+     * Eight bytes at a time: a byte of w ^ 0x20.. is zero where w holds a
+     * space, and the classic has-zero test flags it; the lowest flag is exact
+     * on a little-endian load. Keys (10 to 60 bytes) take a few steps
+     * instead of one per byte.
+     */
+    while (end - e >= 8) {
+        uint64_t w;
+        memcpy(&w, e, 8);
+        uint64_t x = w ^ 0x2020202020202020ull;
+        uint64_t hit = (x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull;
+        if (hit != 0) {
+            e += __builtin_ctzll(hit) >> 3;
+            goto found;
+        }
+        e += 8;
+    }
+#endif
     while (e < end && *e != ' ') {
         e++;
     }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+found:
+#endif
     tok->p = s;
     tok->len = (size_t)(e - s);
     *p = e;
     return true;
+}
+
+bool text_next_token(const char **p, const char *end, struct text_token *tok)
+{
+    return next_token(p, end, tok);
 }
 
 static bool token_is(const struct text_token *t, const char *s)
@@ -120,7 +150,7 @@ static void text_parse_get(struct text_request *req, enum text_cmd cmd, const ch
     uint32_t nkeys = 0;
     req->keys = p;
     req->keys_len = (size_t)(end - p);
-    while (text_next_token(&p, end, &key)) {
+    while (next_token(&p, end, &key)) {
         if (key.len > TEXT_KEY_MAX) {
             text_fail(req, cmd, TEXT_ERR_BAD_FORMAT);
             return;
@@ -458,19 +488,20 @@ enum text_status text_parse(const char *buf, size_t len, struct text_request *re
         n = (size_t)(nul - buf);
     }
 
-    memset(req, 0, sizeof(*req));
+    /* args[] past nargs is never read, so it is left as it is: 368 bytes not cleared per line. */
+    memset(req, 0, offsetof(struct text_request, args));
     req->line = buf;
     req->line_len = n;
 
     const char *p = buf;
     const char *end = buf + n;
     struct text_token tok;
-    while (req->nargs < TEXT_TOKENS_KEPT && text_next_token(&p, end, &tok)) {
+    while (req->nargs < TEXT_TOKENS_KEPT && next_token(&p, end, &tok)) {
         req->args[req->nargs++] = tok;
     }
     if (req->nargs == TEXT_TOKENS_KEPT) {
         const char *q = p;
-        req->args_more = text_next_token(&q, end, &tok);
+        req->args_more = next_token(&q, end, &tok);
     }
 
     *consumed = (size_t)(nl - buf) + 1;

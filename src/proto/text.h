@@ -139,7 +139,8 @@ struct text_request {
     /*
      * All tokens of the line including the command, as memcached's tokenizer
      * sees them: at most TEXT_MAX_TOKENS - 1. args_more is true when the line
-     * holds further tokens after args[nargs - 1].
+     * holds further tokens after args[nargs - 1]. Entries from args[nargs] on
+     * are not cleared and must not be read.
      */
     unsigned nargs;
     bool args_more;

@@ -33,6 +33,7 @@
 #define RBUF_SIZE 16384
 #define WBUF_SIZE 4096
 #define WBUF_KEEP (64 * 1024) /* larger write buffers are freed once drained */
+#define SEGS_MIN  16          /* segments in a first (and the cached) array */
 #define RBUF_KEEP (64 * 1024)
 #define IOV_BATCH 512
 /* Once this much output is queued, no further request of the batch runs
@@ -246,7 +247,13 @@ static bool seg_reserve(struct conn *c)
     if (c->nsegs < c->segcap) {
         return true;
     }
-    uint32_t cap = c->segcap ? c->segcap * 2 : 16;
+    if (c->segcap == 0 && c->w->spare_segs != NULL) {
+        c->segs = c->w->spare_segs;
+        c->w->spare_segs = NULL;
+        c->segcap = SEGS_MIN;
+        return true;
+    }
+    uint32_t cap = c->segcap ? c->segcap * 2 : SEGS_MIN;
     struct out_seg *segs = realloc(c->segs, cap * sizeof(*segs));
     if (segs == NULL) {
         return false;
@@ -260,6 +267,11 @@ void conn_out(struct conn *c, const void *data, size_t len)
 {
     if (len == 0) {
         return;
+    }
+    if (c->wsize == 0 && c->w->spare_wbuf != NULL && len <= WBUF_SIZE) {
+        c->wbuf = c->w->spare_wbuf;
+        c->w->spare_wbuf = NULL;
+        c->wsize = WBUF_SIZE;
     }
     if (c->wlen + len > c->wsize) {
         size_t cap = c->wsize ? c->wsize : WBUF_SIZE;
@@ -295,6 +307,14 @@ void conn_out_str(struct conn *c, const char *s)
     size_t n = strlen(s);
     if (server_verbose(c->w->srv) > 1) {
         log_msg(LOG_DEBUG, ">%d %s", c->fd, s);
+    }
+    char line[128];
+    if (n + 2 <= sizeof(line)) {
+        /* One copy and one segment update instead of two. */
+        memcpy(line, s, n);
+        memcpy(line + n, "\r\n", 2);
+        conn_out(c, line, n + 2);
+        return;
     }
     conn_out(c, s, n);
     conn_out(c, "\r\n", 2);
@@ -373,10 +393,19 @@ static int conn_flush(struct conn *c)
     c->out_bytes = 0;
     c->nmarks = 0;
     if (c->wsize > WBUF_KEEP || c->state == CONN_NEW_CMD) {
-        /* Idle connections hold no write buffer. */
-        free(c->wbuf);
+        /* Idle connections hold no write buffer; the worker keeps one for the next. */
+        if (c->wsize == WBUF_SIZE && c->w->spare_wbuf == NULL) {
+            c->w->spare_wbuf = c->wbuf;
+        } else {
+            free(c->wbuf);
+        }
         c->wbuf = NULL;
         c->wsize = 0;
+    }
+    if (c->state == CONN_NEW_CMD && c->segcap == SEGS_MIN && c->w->spare_segs == NULL) {
+        c->w->spare_segs = c->segs;
+        c->segs = NULL;
+        c->segcap = 0;
     }
     return 1;
 }

@@ -41,6 +41,8 @@ struct worker {
     struct conn *conns; /* every connection this worker owns */
     struct thread_stats stats;
     char *spare_rbuf; /* one cached read buffer, reused across connections */
+    char *spare_wbuf; /* likewise one write buffer (WBUF_SIZE) and one segment */
+    void *spare_segs; /* array (SEGS_MIN), so a request batch allocates nothing */
     bool stopping;
 };
 

@@ -234,6 +234,8 @@ void workers_stop(struct server *srv)
             close(w->notify_fd);
         }
         free(w->spare_rbuf);
+        free(w->spare_wbuf);
+        free(w->spare_segs);
         if (w->base) {
             event_base_free(w->base);
         }

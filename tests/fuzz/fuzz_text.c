@@ -119,9 +119,7 @@ static void check_request(const char *buf, size_t used, const struct text_reques
         FUZZ_CHECK(t->p + t->len == line + n || t->p[t->len] == ' ');
         prev_end = t->p + t->len;
     }
-    for (unsigned i = req->nargs; i < TEXT_MAX_TOKENS; i++) {
-        FUZZ_CHECK(req->args[i].p == NULL && req->args[i].len == 0);
-    }
+    /* Slots from args[nargs] on are not cleared (text.h): nothing to check there. */
 
     if (req->cmd != TEXT_CMD_ERROR && req->cmd != TEXT_CMD_STATS) {
         FUZZ_CHECK(req->nargs >= 1);
@@ -256,6 +254,7 @@ static void check_prefix(const char *buf, size_t len, const struct seen *whole, 
     }
     char *copy = fuzz_copy(buf, k);
     struct text_request req;
+    memset(&req, 0xa5, sizeof(req)); /* stale slots must not leak into any field checked */
     size_t used = 12345;
     enum text_status st = text_parse(copy, k, &req, &used);
     check_result(copy, k, st, &req, used);
