@@ -433,10 +433,6 @@ SCRIPTS = {
                          # memcached drops what is pipelined behind a dump: read these quietly.
                          Quiet(b"lru_crawler metadump 63\r\n"),
                          Quiet(b"lru_crawler metadump ,63,\r\n"), b"version\r\n"],
-    "lru_crawler_toggle": [b"lru_crawler disable\r\n", b"lru_crawler disable\r\n",
-                           b"lru_crawler metadump all\r\n", b"lru_crawler crawl all\r\n",
-                           b"lru_crawler metadump 99\r\n", b"lru_crawler enable\r\n",
-                           b"lru_crawler enable\r\n", Quiet(b"lru_crawler metadump 63\r\n")],
     "stats_cachedump_args": [b"stats cachedump\r\n", b"stats cachedump 1\r\n",
                              b"stats cachedump 64 0\r\n", b"stats cachedump x y\r\n",
                              b"stats cachedump -1 0\r\n", b"stats cachedump 1 -1\r\n",

@@ -216,3 +216,21 @@ def test_cachedump_limit_and_cap(server_factory):
         # 12,000 lines of ~225 bytes exceed 2 MB: the reply stops at the cap.
         assert 1000 < len(lines) < 12000
         assert len(got) <= 2 * 1024 * 1024 + 5
+
+
+@pytest.mark.memstash_only
+def test_crawler_disable_and_enable(server):
+    """memcached 1.6.18's replies, checked by hand against it: its own answer
+    to a metadump right after a disable depends on when its crawler thread
+    stops ("ERROR an unknown error happened" while it winds down), so this is
+    not a side-by-side test."""
+    with raw(server) as c:
+        c.check(b"lru_crawler disable\r\nlru_crawler disable\r\n", b"OK\r\nOK\r\n")
+        c.check(b"lru_crawler metadump all\r\nlru_crawler mgdump all\r\n"
+                b"lru_crawler crawl all\r\n",
+                b"CLIENT_ERROR lru crawler disabled\r\n" * 3)
+        c.check(b"lru_crawler enable\r\nlru_crawler enable\r\n",
+                b"OK\r\nERROR failed to start lru crawler thread\r\n")
+        store(c, b"back", b"1")
+        assert set(metadump(c)) == {b"back"}
+        assert c.stats(b"settings")["lru_crawler"] == "yes"
