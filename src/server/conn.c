@@ -368,8 +368,17 @@ static int conn_flush(struct conn *c)
         }
         ssize_t wr = c->tp->writev(&c->io, iov, n);
         if (wr < 0) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* Blocked: the worker's tick closes a reader that stays
+                 * away past -o write_stall_timeout. */
+                if (c->write_blocked_since == 0) {
+                    c->write_blocked_since = clock_now(&c->w->srv->clock);
+                }
+                return 0;
+            }
+            return -1;
         }
+        c->write_blocked_since = 0;
         STAT_ADD(ts, bytes_written, (uint64_t)wr);
         size_t left = (size_t)wr;
         while (left > 0 && c->seg_sent < c->nsegs) {

@@ -90,6 +90,8 @@ struct conn {
     uint32_t nsegs, segcap, seg_sent; /* segments fully sent */
     uint32_t seg_off;                 /* bytes sent of segs[seg_sent] */
     uint32_t out_bytes;               /* bytes queued since the output was last empty */
+    rel_time_t write_blocked_since;   /* output waiting on a full socket since; 0 = not */
+    uint32_t blocked_outq;            /* the kernel's send queue when last looked at */
     /* authentication (-S, -Y) */
     bool authenticated;
     struct auth_ascii auth_ascii; /* -Y token exchange */

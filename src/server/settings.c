@@ -66,6 +66,8 @@ static const char *const suboption_help[] = {
     "hashpower:           initial hash table size as a power of two (12..32)",
     "no_hashexpand:       disable hash table expansion",
     "idle_timeout:        close connections idle this many seconds (default: 0, off)",
+    "write_stall_timeout: close a client that reads none of its pending output for",
+    "                     this many seconds (default: 60; 0: never)",
     "metrics_port:        serve Prometheus metrics on GET /metrics at this TCP port,",
     "                     on the -l addresses (default: 0, off)",
     "relaxed_privileges:  accepted for compatibility",
@@ -115,6 +117,7 @@ void settings_init(struct settings *s)
     s->slab_automove_window = 30;
     s->slab_chunk_max = 512 * 1024;
     s->lru_crawler = true;
+    s->write_stall_timeout = 60;
     s->lru_crawler_sleep = 100;
     s->lru_maintainer = true;
     s->hot_lru_pct = 20;
@@ -324,6 +327,7 @@ static int parse_suboption(struct settings *s, char *opt)
     } ints[] = {
         {"hashpower", &s->hashpower_init, 12, 32},
         {"idle_timeout", &s->idle_timeout, 0, INT_MAX},
+        {"write_stall_timeout", &s->write_stall_timeout, 0, INT_MAX},
         {"metrics_port", &s->metrics_port, 0, 65535},
         {"slab_automove_window", &s->slab_automove_window, 3, 1800},
         {"lru_crawler_sleep", &s->lru_crawler_sleep, 0, 1000000},
@@ -857,6 +861,7 @@ void settings_render(const struct settings *s,
     emit(ctx, "temp_lru", s->temp_lru ? "yes" : "no");
     emit_int(emit, ctx, "temporary_ttl", s->temporary_ttl);
     emit_int(emit, ctx, "idle_timeout", s->idle_timeout);
+    emit_int(emit, ctx, "write_stall_timeout", s->write_stall_timeout);
     emit_int(emit, ctx, "watcher_logbuf_size", s->watcher_logbuf_size);
     emit_int(emit, ctx, "worker_logbuf_size", s->worker_logbuf_size);
     emit_int(emit, ctx, "read_buf_mem_limit", s->read_buf_mem_limit);

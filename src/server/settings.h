@@ -92,6 +92,7 @@ struct settings {
     int temporary_ttl;
     int tail_repair_time;
     int idle_timeout;
+    int write_stall_timeout; /* close a reader taking no output for this long; 0 = never */
     int watcher_logbuf_size;
     int worker_logbuf_size;
     int read_buf_mem_limit;

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -98,11 +100,15 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Once a second: close connections idle past -o idle_timeout. */
+/* Once a second: close connections idle past -o idle_timeout, and readers
+ * that have taken nothing of their pending output for -o
+ * write_stall_timeout seconds (their output is already capped, so they
+ * hold bounded memory; this gives it back). */
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     int timeout = w->srv->settings->idle_timeout;
+    int stall = w->srv->settings->write_stall_timeout;
     rel_time_t now = clock_now(&w->srv->clock);
     (void)fd;
     (void)what;
@@ -110,10 +116,24 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     while (c != NULL) {
         struct conn *next = c->next;
         /* A UDP socket is not a client: it is never idle-kicked. */
-        if (!c->is_udp && c->state == CONN_NEW_CMD && c->rlen == 0 && c->nsegs == 0 &&
+        if (c->is_udp) {
+            c = next;
+            continue;
+        }
+        if (timeout > 0 && c->state == CONN_NEW_CMD && c->rlen == 0 && c->nsegs == 0 &&
             now - c->last_cmd_time > (rel_time_t)timeout) {
             STAT_INCR(&w->stats, idle_kicks);
             conn_close(c, "idle_timeout");
+        } else if (stall > 0 && c->write_blocked_since != 0) {
+            /* The kernel's send queue shrinking means the client is
+             * reading, even while the socket is not yet writable again. */
+            int outq = 0;
+            if (ioctl(c->fd, SIOCOUTQ, &outq) == 0 && (uint32_t)outq != c->blocked_outq) {
+                c->blocked_outq = (uint32_t)outq;
+                c->write_blocked_since = now;
+            } else if (now - c->write_blocked_since > (rel_time_t)stall) {
+                conn_close(c, "write_stall_timeout");
+            }
         }
         c = next;
     }
@@ -149,7 +169,7 @@ int workers_start(struct server *srv)
         }
         w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
         event_add(w->notify_ev, NULL);
-        if (srv->settings->idle_timeout > 0) {
+        if (srv->settings->idle_timeout > 0 || srv->settings->write_stall_timeout > 0) {
             struct timeval one = {1, 0};
             w->tick_ev = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
             event_add(w->tick_ev, &one);

@@ -80,6 +80,58 @@ def test_reader_that_never_reads(server_factory):
     still_serves(srv, b"after_close")
 
 
+@pytest.mark.memstash_only
+def test_reader_that_never_reads_is_closed(server_factory):
+    """Capped output, then closed: a client that takes none of its pending
+    output for -o write_stall_timeout seconds loses its connection (the
+    default is 60 s; memcached keeps such a client forever). A slow reader
+    that keeps reading is not closed."""
+    srv = server_factory("-o", "write_stall_timeout=2")
+    with srv.client() as c:
+        assert c.stats(b"settings")["write_stall_timeout"] == "2"
+    big = b"v" * (256 * 1024)
+    reply_len = len(b"VALUE big 0 %d\r\n" % len(big)) + len(big) + len(b"\r\nEND\r\n")
+    with srv.client() as c:
+        c.check(b"set big 0 0 %d\r\n%s\r\n" % (len(big), big), b"STORED\r\n")
+    stuck = socket.create_connection(("127.0.0.1", srv.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # A small receive buffer: each read below frees it and the kernel tells
+    # the server at once, as a reader that keeps reading does.
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    slow.connect(("127.0.0.1", srv.port))
+    slow.settimeout(30.0)
+    try:
+        stuck.sendall(b"get big\r\n" * 64)
+        slow.sendall(b"get big\r\n" * 16)
+        with srv.client() as ctl:
+            before = int(ctl.stats()["curr_connections"])
+        # The slow reader takes 64 KiB every 0.2 s, for 6 s: about 2 MB,
+        # half of its replies, so its output stays blocked all along.
+        got = 0
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline:
+            got += len(slow.recv(64 * 1024))
+            time.sleep(0.2)
+        # The stuck one was closed by the server (its unread replies still
+        # sit in kernel buffers, so the client itself would see EOF only
+        # after draining them): one connection fewer, the slow one stays.
+        with srv.client() as ctl:
+            assert int(ctl.stats()["curr_connections"]) == before - 1
+        # The slow reader still gets every byte of its replies.
+        want = 16 * reply_len
+        end = time.monotonic() + 30.0
+        while got < want and time.monotonic() < end:
+            d = slow.recv(1 << 20)
+            assert d, "the slow reader was closed after %d of %d bytes" % (got, want)
+            got += len(d)
+        assert got == want
+        still_serves(srv)
+    finally:
+        stuck.close()
+        slow.close()
+
+
 def open_until_refused(srv, limit):
     """Opens connections until one is refused; returns (open ones, refusal)."""
     conns = []
