@@ -423,9 +423,10 @@ SCRIPTS = {
     "lru_crawler_args": [b"lru_crawler\r\n", b"lru_crawler foo\r\n", b"lru_crawler metadump\r\n",
                          b"lru_crawler metadump 64\r\n", b"lru_crawler metadump 0\r\n",
                          b"lru_crawler metadump 1,x\r\n", b"lru_crawler metadump all extra\r\n",
+                         # A crawl that starts runs on in memcached (a second one
+                         # answers BUSY at times): only refusals are compared.
                          b"lru_crawler crawl 64\r\n", b"lru_crawler crawl x\r\n",
-                         b"lru_crawler crawl all\r\n", b"lru_crawler crawl 1,2,3\r\n",
-                         b"lru_crawler crawl 63\r\n", b"lru_crawler crawl\r\n",
+                         b"lru_crawler crawl\r\n",
                          b"lru_crawler enable x\r\n", b"lru_crawler sleep 2000000\r\n",
                          b"lru_crawler sleep x\r\n", b"lru_crawler sleep -1\r\n",
                          b"lru_crawler sleep 100\r\n", b"lru_crawler tocrawl x\r\n",

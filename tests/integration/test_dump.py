@@ -233,4 +233,7 @@ def test_crawler_disable_and_enable(server):
                 b"OK\r\nERROR failed to start lru crawler thread\r\n")
         store(c, b"back", b"1")
         assert set(metadump(c)) == {b"back"}
+        # memstash has no crawl to wait for: every accepted crawl is OK.
+        c.check(b"lru_crawler crawl all\r\nlru_crawler crawl 1,2,3\r\nlru_crawler crawl 63\r\n",
+                b"OK\r\n" * 3)
         assert c.stats(b"settings")["lru_crawler"] == "yes"
