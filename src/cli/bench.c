@@ -19,6 +19,7 @@
 #include "memstash/memstash.h"
 
 #include "hist.h"
+#include "rng.h"
 
 #define KEY_MAX 32
 
@@ -41,20 +42,9 @@ struct worker {
     uint64_t end_ns; /* when the thread stopped */
 };
 
-static uint64_t next_rand(uint64_t *s)
-{
-    /* xorshift64* */
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 2685821657736338717ull;
-}
-
 static double rand_unit(uint64_t *s)
 {
-    return (double)(next_rand(s) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static uint64_t pick_key(struct worker *w)
@@ -62,7 +52,7 @@ static uint64_t pick_key(struct worker *w)
     const struct shared *sh = w->sh;
     uint64_t n = sh->o->keys;
     if (!sh->cdf) {
-        return next_rand(&w->rng) % n;
+        return rng_next(&w->rng) % n;
     }
     double u = rand_unit(&w->rng);
     uint64_t lo = 0, hi = n - 1;
@@ -128,7 +118,7 @@ static void *worker_main(void *arg)
             atomic_fetch_add_explicit(&sh->claimed, 1, memory_order_relaxed) >= o->count) {
             break;
         }
-        bool is_get = (unsigned)(next_rand(&w->rng) % total_weight) < o->get_weight;
+        bool is_get = (unsigned)(rng_next(&w->rng) % total_weight) < o->get_weight;
         int rc;
         uint64_t t0 = now_ns();
         if (is_get && multi > 1) {

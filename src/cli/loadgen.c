@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "hist.h"
+#include "rng.h"
 
 #define KEY_BUF  256
 #define RBUF     (64 * 1024)
@@ -87,16 +88,6 @@ static uint64_t lg_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t lg_rand(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 2685821657736338717ull;
 }
 
 /* Key k as exactly `size` bytes: 'k' padding, then the decimal number. */
@@ -162,7 +153,7 @@ static bool compose(struct lthread *t, struct lconn *c, uint64_t t0)
 {
     const struct bench_opts *o = t->o;
     unsigned tw = o->get_weight + o->set_weight;
-    bool is_get = (unsigned)(lg_rand(&t->rng) % tw) < o->get_weight;
+    bool is_get = (unsigned)(rng_next(&t->rng) % tw) < o->get_weight;
     enum kind kind = !is_get ? K_SET : o->multi > 1 ? K_MULTI : K_GET;
     size_t ks = o->key_size;
     unsigned nkeys = kind == K_MULTI ? o->multi : 1;
@@ -173,7 +164,7 @@ static bool compose(struct lthread *t, struct lconn *c, uint64_t t0)
     char key[KEY_BUF];
     char line[128];
     if (kind == K_SET) {
-        lg_key(key, ks, lg_rand(&t->rng) % o->keys);
+        lg_key(key, ks, rng_next(&t->rng) % o->keys);
         if (t->wire == WIRE_BINARY) {
             bin_header(c, 0x01, (uint16_t)ks, 8, (uint32_t)(8 + ks + o->value_size));
             static const uint8_t extras[8] = {0};
@@ -194,13 +185,13 @@ static bool compose(struct lthread *t, struct lconn *c, uint64_t t0)
         out_put(c, "get", 3);
         for (unsigned i = 0; i < nkeys; i++) {
             out_put(c, " ", 1);
-            out_put(c, key, lg_key(key, ks, lg_rand(&t->rng) % o->keys));
+            out_put(c, key, lg_key(key, ks, rng_next(&t->rng) % o->keys));
         }
         out_put(c, "\r\n", 2);
     } else if (t->wire == WIRE_META) {
         for (unsigned i = 0; i < nkeys; i++) {
             out_put(c, "mg ", 3);
-            out_put(c, key, lg_key(key, ks, lg_rand(&t->rng) % o->keys));
+            out_put(c, key, lg_key(key, ks, rng_next(&t->rng) % o->keys));
             out_put(c, kind == K_MULTI ? " v q\r\n" : " v\r\n", kind == K_MULTI ? 6 : 4);
         }
         if (kind == K_MULTI) {
@@ -208,7 +199,7 @@ static bool compose(struct lthread *t, struct lconn *c, uint64_t t0)
         }
     } else {
         for (unsigned i = 0; i < nkeys; i++) {
-            lg_key(key, ks, lg_rand(&t->rng) % o->keys);
+            lg_key(key, ks, rng_next(&t->rng) % o->keys);
             bin_header(c, kind == K_MULTI ? 0x0d : 0x00, (uint16_t)ks, 0, (uint32_t)ks);
             out_put(c, key, ks);
         }

@@ -440,30 +440,30 @@ static void parse_replies(struct io_call *call, struct mst_server *srv, size_t i
     }
 }
 
-static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
+/* One recv() (flags: MSG_DONTWAIT, or 0 on a blocking socket) into srv's
+ * read buffer, whose replies are then parsed. Returns the bytes read, 0 when
+ * nothing came (would block, or SO_RCVTIMEO ran out), or -1 after io_fail(). */
+static ssize_t read_some(struct io_call *call, struct mst_server *srv, size_t idx, int flags)
 {
     struct mst *m = call->m;
+    if (buf_reserve(&srv->rbuf, READ_CHUNK) != MST_OK) {
+        errno = ENOMEM;
+        io_fail(m, srv, MST_ENOMEM, false, "read buffer");
+        return -1;
+    }
     for (;;) {
-        if (buf_reserve(&srv->rbuf, READ_CHUNK) != MST_OK) {
-            errno = ENOMEM;
-            io_fail(m, srv, MST_ENOMEM, false, "read buffer");
-            return;
-        }
         ssize_t n =
-            recv(srv->fd, srv->rbuf.p + srv->rbuf.len, srv->rbuf.cap - srv->rbuf.len, MSG_DONTWAIT);
+            recv(srv->fd, srv->rbuf.p + srv->rbuf.len, srv->rbuf.cap - srv->rbuf.len, flags);
         if (n > 0) {
             srv->rbuf.len += (size_t)n;
             parse_replies(call, srv, idx);
-            if (!srv->active || (srv->pending == 0 && !srv->probing) || (size_t)n < READ_CHUNK) {
-                return;
-            }
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return;
+            return n;
         }
         if (n < 0 && errno == EINTR) {
             continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
         }
         if (n == 0) {
             errno = 0;
@@ -471,7 +471,18 @@ static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
         } else {
             io_fail(m, srv, MST_EIO, false, "read");
         }
-        return;
+        return -1;
+    }
+}
+
+static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
+{
+    for (;;) {
+        ssize_t n = read_some(call, srv, idx, MSG_DONTWAIT);
+        if (n <= 0 || !srv->active || (srv->pending == 0 && !srv->probing) ||
+            (size_t)n < READ_CHUNK) {
+            return;
+        }
     }
 }
 
@@ -500,30 +511,8 @@ static void fast_read(struct io_call *call, struct mst_server *srv, size_t idx)
         }
         srv->rcvtimeo_ms = m->io_timeout_ms;
     }
-    if (buf_reserve(&srv->rbuf, READ_CHUNK) != MST_OK) {
-        return;
-    }
-    for (;;) {
-        ssize_t n = recv(srv->fd, srv->rbuf.p + srv->rbuf.len, srv->rbuf.cap - srv->rbuf.len, 0);
-        if (n > 0) {
-            srv->rbuf.len += (size_t)n;
-            parse_replies(call, srv, idx);
-            return;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return; /* timed out: the poll loop reports it */
-        }
-        if (n == 0) {
-            errno = 0;
-            io_fail(m, srv, MST_EIO, false, "connection closed by the server");
-        } else {
-            io_fail(m, srv, MST_EIO, false, "read");
-        }
-        return;
-    }
+    /* A timeout (0) goes on in io_run's poll loop, which reports it. */
+    read_some(call, srv, idx, 0);
 }
 
 void io_run(struct io_call *call)

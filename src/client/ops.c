@@ -849,6 +849,39 @@ static int h_delete_count(struct io_call *c, struct mst_server *srv, size_t idx,
     }
 }
 
+/*
+ * The end of a multi-key write round (delete_multi, set_multi): when the
+ * round failed locally (rc), every server that took part is closed, as its
+ * stream is cut mid-request; otherwise the servers' outcomes make the call's
+ * status: MST_OK, MST_ESOME when some failed, or the first failure when none
+ * answered. `failed` says keys already failed before the round (unrouted).
+ */
+static int multi_tally(struct mst *m, const unsigned char *state, int rc, bool failed,
+                       int first_failure)
+{
+    bool any_ok = false;
+    for (size_t s = 0; s < m->nservers; s++) {
+        if (state[s] == MS_IDLE) {
+            continue;
+        }
+        struct mst_server *srv = m->servers[s];
+        if (rc != MST_OK) {
+            io_close(srv);
+            srv->active = false;
+        } else if (state[s] == MS_ACTIVE && srv->status == MST_OK) {
+            any_ok = true;
+        } else {
+            failed = true;
+            first_failure =
+                first_failure ? first_failure : (srv->status != MST_OK ? srv->status : MST_EIO);
+        }
+    }
+    if (!failed) {
+        return MST_OK;
+    }
+    return any_ok ? MST_ESOME : first_failure;
+}
+
 MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_t *nkeys, size_t n,
                              size_t *deleted)
 {
@@ -919,22 +952,7 @@ MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_
         struct io_call call = {m, h_delete_count, &res, false};
         io_run(&call);
     }
-    bool any_ok = false, any_failed = unrouted;
-    for (size_t s = 0; s < ns; s++) {
-        if (state[s] == MS_IDLE) {
-            continue;
-        }
-        struct mst_server *srv = m->servers[s];
-        if (rc != MST_OK) {
-            io_close(srv);
-            srv->active = false;
-        } else if (srv->status == MST_OK) {
-            any_ok = true;
-        } else {
-            any_failed = true;
-            first_failure = first_failure ? first_failure : srv->status;
-        }
-    }
+    int status = multi_tally(m, state, rc, unrouted, first_failure);
     free(state);
     if (rc != MST_OK) {
         return mst_fail(m, rc, "out of memory");
@@ -942,10 +960,7 @@ MST_API int mst_delete_multi(struct mst *m, const char *const *keys, const size_
     if (deleted) {
         *deleted = (size_t)res.number;
     }
-    if (!any_failed) {
-        return MST_OK;
-    }
-    return any_ok ? MST_ESOME : first_failure;
+    return status;
 }
 
 static int arith(struct mst *m, enum wire_op op, const char *key, size_t nkey, uint64_t delta,
@@ -1484,23 +1499,7 @@ MST_API int mst_set_multi(struct mst *m, const struct mst_item *items, size_t n,
         struct io_call call = {m, h_set_multi, &res, false};
         io_run(&call);
     }
-    bool any_ok = false, any_failed = unrouted;
-    for (size_t s = 0; s < ns; s++) {
-        if (state[s] == MS_IDLE) {
-            continue;
-        }
-        struct mst_server *srv = m->servers[s];
-        if (rc != MST_OK) {
-            io_close(srv);
-            srv->active = false;
-        } else if (state[s] == MS_ACTIVE && srv->status == MST_OK) {
-            any_ok = true;
-        } else {
-            any_failed = true;
-            first_failure =
-                first_failure ? first_failure : (srv->status != MST_OK ? srv->status : MST_EIO);
-        }
-    }
+    int status = multi_tally(m, state, rc, unrouted, first_failure);
     free(where);
     free(order);
     free(cursor);
@@ -1512,8 +1511,5 @@ MST_API int mst_set_multi(struct mst *m, const struct mst_item *items, size_t n,
     if (stored) {
         *stored = noreply ? 0 : res.stored;
     }
-    if (!any_failed) {
-        return MST_OK;
-    }
-    return any_ok ? MST_ESOME : first_failure;
+    return status;
 }
