@@ -91,12 +91,6 @@ bool text_next_token(const char **p, const char *end, struct text_token *tok)
     return next_token(p, end, tok);
 }
 
-static bool token_is(const struct text_token *t, const char *s)
-{
-    size_t n = strlen(s);
-    return t->len == n && memcmp(t->p, s, n) == 0;
-}
-
 /*
  * True when buffered data without a newline may keep growing: it starts,
  * after at most TEXT_LEADING_SPACE_MAX spaces, with "get " or "gets ".
@@ -125,7 +119,7 @@ static void text_fail(struct text_request *req, enum text_cmd which, enum text_e
 /* memcached's set_noreply_maybe(): the last kept token is exactly "noreply". */
 static bool text_last_is_noreply(const struct text_request *req)
 {
-    return req->nargs > 0 && token_is(&req->args[req->nargs - 1], "noreply");
+    return req->nargs > 0 && text_token_is(&req->args[req->nargs - 1], "noreply");
 }
 
 static bool text_nargs_is(const struct text_request *req, unsigned a, unsigned b)
@@ -208,7 +202,7 @@ static void text_parse_delete(struct text_request *req)
     }
     if (req->nargs > 2) {
         /* Old clients send "delete <key> 0"; any other extra token is refused. */
-        bool hold_is_zero = token_is(&req->args[2], "0");
+        bool hold_is_zero = text_token_is(&req->args[2], "0");
         req->noreply = text_last_is_noreply(req);
         bool valid = (req->nargs == 3 && (hold_is_zero || req->noreply)) ||
                      (req->nargs == 4 && hold_is_zero && req->noreply);
@@ -255,7 +249,7 @@ static void text_parse_shutdown(struct text_request *req)
 {
     if (req->nargs == 1) {
         req->cmd = TEXT_CMD_SHUTDOWN;
-    } else if (req->nargs == 2 && token_is(&req->args[1], "graceful")) {
+    } else if (req->nargs == 2 && text_token_is(&req->args[1], "graceful")) {
         req->cmd = TEXT_CMD_SHUTDOWN;
         req->graceful = true;
     } else {
@@ -323,7 +317,7 @@ static bool text_is_unserved(const struct text_token *cmd)
 {
     static const char *const cmds[] = {"lru", "extstore"};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-        if (token_is(cmd, cmds[i])) {
+        if (text_token_is(cmd, cmds[i])) {
             return true;
         }
     }
@@ -348,13 +342,13 @@ static bool text_dispatch(struct text_request *req, const char *end)
         break;
     case 'g': {
         enum text_cmd cmd = TEXT_CMD_ERROR;
-        if (token_is(c, "get")) {
+        if (text_token_is(c, "get")) {
             cmd = TEXT_CMD_GET;
-        } else if (token_is(c, "gets")) {
+        } else if (text_token_is(c, "gets")) {
             cmd = TEXT_CMD_GETS;
-        } else if (token_is(c, "gat")) {
+        } else if (text_token_is(c, "gat")) {
             cmd = TEXT_CMD_GAT;
-        } else if (token_is(c, "gats")) {
+        } else if (text_token_is(c, "gats")) {
             cmd = TEXT_CMD_GATS;
         }
         /* "gat 10" (no keys) passes this and answers just END, as in 1.6.18. */
@@ -366,11 +360,11 @@ static bool text_dispatch(struct text_request *req, const char *end)
         return true;
     }
     case 's':
-        if (token_is(c, "set")) {
+        if (text_token_is(c, "set")) {
             text_parse_storage(req, TEXT_CMD_SET);
-        } else if (token_is(c, "stats")) {
+        } else if (text_token_is(c, "stats")) {
             req->cmd = TEXT_CMD_STATS;
-        } else if (token_is(c, "shutdown")) {
+        } else if (text_token_is(c, "shutdown")) {
             text_parse_shutdown(req);
         } else {
             /* This includes "slabs", not served yet. */
@@ -378,41 +372,41 @@ static bool text_dispatch(struct text_request *req, const char *end)
         }
         return true;
     case 'a':
-        if (token_is(c, "add")) {
+        if (text_token_is(c, "add")) {
             text_parse_storage(req, TEXT_CMD_ADD);
-        } else if (token_is(c, "append")) {
+        } else if (text_token_is(c, "append")) {
             text_parse_storage(req, TEXT_CMD_APPEND);
         } else {
             text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
         }
         return true;
     case 'c':
-        if (token_is(c, "cas")) {
+        if (text_token_is(c, "cas")) {
             text_parse_storage(req, TEXT_CMD_CAS);
-        } else if (token_is(c, "cache_memlimit")) {
+        } else if (text_token_is(c, "cache_memlimit")) {
             text_parse_level(req, TEXT_CMD_CACHE_MEMLIMIT);
         } else {
             text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
         }
         return true;
     case 'i':
-        if (token_is(c, "incr")) {
+        if (text_token_is(c, "incr")) {
             text_parse_key_number(req, TEXT_CMD_INCR);
         } else {
             text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
         }
         return true;
     case 'd':
-        if (token_is(c, "delete")) {
+        if (text_token_is(c, "delete")) {
             text_parse_delete(req);
-        } else if (token_is(c, "decr")) {
+        } else if (text_token_is(c, "decr")) {
             text_parse_key_number(req, TEXT_CMD_DECR);
         } else {
             text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
         }
         return true;
     case 't':
-        if (token_is(c, "touch")) {
+        if (text_token_is(c, "touch")) {
             text_parse_key_number(req, TEXT_CMD_TOUCH);
         } else {
             text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);
@@ -422,33 +416,33 @@ static bool text_dispatch(struct text_request *req, const char *end)
         break;
     }
 
-    if (token_is(c, "replace")) {
+    if (text_token_is(c, "replace")) {
         text_parse_storage(req, TEXT_CMD_REPLACE);
-    } else if (token_is(c, "prepend")) {
+    } else if (text_token_is(c, "prepend")) {
         text_parse_storage(req, TEXT_CMD_PREPEND);
-    } else if (token_is(c, "bget")) {
+    } else if (text_token_is(c, "bget")) {
         /* The ancient "binary get", still an alias of get in 1.6.18 (verified). */
         if (req->nargs < 2) {
             text_fail(req, TEXT_CMD_GET, TEXT_ERR_ERROR);
         } else {
             text_parse_get(req, TEXT_CMD_GET, end);
         }
-    } else if (token_is(c, "flush_all")) {
+    } else if (text_token_is(c, "flush_all")) {
         text_parse_flush_all(req);
-    } else if (token_is(c, "version")) {
+    } else if (text_token_is(c, "version")) {
         req->cmd = TEXT_CMD_VERSION;
-    } else if (token_is(c, "quit")) {
+    } else if (text_token_is(c, "quit")) {
         req->cmd = TEXT_CMD_QUIT;
-    } else if (token_is(c, "verbosity")) {
+    } else if (text_token_is(c, "verbosity")) {
         text_parse_level(req, TEXT_CMD_VERBOSITY);
-    } else if (token_is(c, "lru_crawler")) {
+    } else if (text_token_is(c, "lru_crawler")) {
         req->cmd = TEXT_CMD_LRU_CRAWLER;
-    } else if (token_is(c, "watch")) {
+    } else if (text_token_is(c, "watch")) {
         /* memcached takes a last "noreply" as noreply, then refuses it as an
          * unknown watch flag: the line gets no reply at all. */
         req->cmd = TEXT_CMD_WATCH;
-        req->noreply = req->nargs > 1 && token_is(&req->args[req->nargs - 1], "noreply");
-    } else if (token_is(c, "refresh_certs")) {
+        req->noreply = req->nargs > 1 && text_token_is(&req->args[req->nargs - 1], "noreply");
+    } else if (text_token_is(c, "refresh_certs")) {
         req->cmd = TEXT_CMD_REFRESH_CERTS; /* arguments are ignored, as in 1.6.18 */
     } else if (text_is_unserved(c)) {
         text_fail(req, TEXT_CMD_ERROR, TEXT_ERR_ERROR);

@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 
 /* Longest key accepted by the text protocol. */
@@ -44,6 +45,13 @@ struct text_token {
     const char *p;
     size_t len;
 };
+
+/* Whether token t is exactly the string s. */
+static inline bool text_token_is(const struct text_token *t, const char *s)
+{
+    size_t n = strlen(s);
+    return t->len == n && memcmp(t->p, s, n) == 0;
+}
 
 enum text_cmd {
     TEXT_CMD_ERROR = 0, /* request rejected: see req->err */

@@ -187,8 +187,7 @@ void dump_continue(struct conn *c)
 /* Parses "all", "hash" or a comma list of class ids into d. */
 static bool parse_classes(struct conn_dump *d, const struct text_token *t)
 {
-    if ((t->len == 3 && memcmp(t->p, "all", 3) == 0) ||
-        (t->len == 4 && memcmp(t->p, "hash", 4) == 0)) {
+    if (text_token_is(t, "all") || text_token_is(t, "hash")) {
         d->all = true;
         return true;
     }
@@ -212,12 +211,6 @@ static bool parse_classes(struct conn_dump *d, const struct text_token *t)
         i = j + 1;
     }
     return true;
-}
-
-static bool token_is(const struct text_token *t, const char *s)
-{
-    size_t n = strlen(s);
-    return t->len == n && memcmp(t->p, s, n) == 0;
 }
 
 static bool crawler_on(const struct server *srv)
@@ -273,12 +266,12 @@ void dump_lru_crawler(struct conn *c, const struct text_request *req)
     struct settings *s = srv->settings;
     const struct text_token *sub = req->nargs > 1 ? &req->args[1] : NULL;
     if (sub != NULL && req->nargs == 2 && !req->args_more) {
-        if (token_is(sub, "enable")) {
+        if (text_token_is(sub, "enable")) {
             bool was = __atomic_exchange_n(&s->lru_crawler, true, __ATOMIC_RELAXED);
             conn_out_str(c, was ? "ERROR failed to start lru crawler thread" : "OK");
             return;
         }
-        if (token_is(sub, "disable")) {
+        if (text_token_is(sub, "disable")) {
             __atomic_store_n(&s->lru_crawler, false, __ATOMIC_RELAXED);
             conn_out_str(c, "OK");
             return;
@@ -290,11 +283,11 @@ void dump_lru_crawler(struct conn *c, const struct text_request *req)
     }
     const struct text_token *arg = &req->args[2];
     uint32_t v;
-    if (token_is(sub, "metadump")) {
+    if (text_token_is(sub, "metadump")) {
         start_dump(c, DUMP_META, arg);
-    } else if (token_is(sub, "mgdump")) {
+    } else if (text_token_is(sub, "mgdump")) {
         start_dump(c, DUMP_MG, arg);
-    } else if (token_is(sub, "crawl")) {
+    } else if (text_token_is(sub, "crawl")) {
         struct conn_dump probe = {0};
         if (!crawler_on(srv)) {
             conn_out_str(c, "CLIENT_ERROR lru crawler disabled");
@@ -304,7 +297,7 @@ void dump_lru_crawler(struct conn *c, const struct text_request *req)
             /* The background maintainer reclaims expired items continuously. */
             conn_out_str(c, "OK");
         }
-    } else if (token_is(sub, "sleep")) {
+    } else if (text_token_is(sub, "sleep")) {
         if (!parse_uint(arg, UINT32_MAX, &v)) {
             conn_out_str(c, "CLIENT_ERROR bad command line format");
         } else if (v > 1000000) {
@@ -313,7 +306,7 @@ void dump_lru_crawler(struct conn *c, const struct text_request *req)
             __atomic_store_n(&s->lru_crawler_sleep, (int)v, __ATOMIC_RELAXED);
             conn_out_str(c, "OK");
         }
-    } else if (token_is(sub, "tocrawl")) {
+    } else if (text_token_is(sub, "tocrawl")) {
         if (!parse_uint(arg, UINT32_MAX, &v)) {
             conn_out_str(c, "CLIENT_ERROR bad command line format");
         } else {

@@ -246,13 +246,13 @@ static void process_stats_detail(struct conn *c, const struct text_token *arg)
 {
     struct server *srv = srv_of(c);
     bool *enabled = &srv->settings->detail_enabled;
-    if (arg != NULL && arg->len == 2 && memcmp(arg->p, "on", 2) == 0) {
+    if (arg != NULL && text_token_is(arg, "on")) {
         __atomic_store_n(enabled, true, __ATOMIC_RELAXED);
         conn_out_str(c, "OK");
-    } else if (arg != NULL && arg->len == 3 && memcmp(arg->p, "off", 3) == 0) {
+    } else if (arg != NULL && text_token_is(arg, "off")) {
         __atomic_store_n(enabled, false, __ATOMIC_RELAXED);
         conn_out_str(c, "OK");
-    } else if (arg != NULL && arg->len == 4 && memcmp(arg->p, "dump", 4) == 0) {
+    } else if (arg != NULL && text_token_is(arg, "dump")) {
         prefix_stats_dump(srv->prefix_stats, emit_line, c);
         conn_out_str(c, "END");
     } else {
@@ -267,20 +267,19 @@ static void process_stats(struct conn *c, const struct text_request *req)
         stats_render_general(srv, emit_stat, c);
     } else {
         const struct text_token *sub = &req->args[1];
-#define SUB_IS(s) (sub->len == sizeof(s) - 1 && memcmp(sub->p, s, sub->len) == 0)
-        if (SUB_IS("reset")) {
+        if (text_token_is(sub, "reset")) {
             server_reset_stats(srv);
             conn_out_str(c, "RESET");
             return;
-        } else if (SUB_IS("settings")) {
+        } else if (text_token_is(sub, "settings")) {
             settings_render(srv->settings, emit_stat, c);
-        } else if (SUB_IS("items")) {
+        } else if (text_token_is(sub, "items")) {
             stats_render_items(srv, emit_stat, c);
-        } else if (SUB_IS("slabs")) {
+        } else if (text_token_is(sub, "slabs")) {
             stats_render_slabs(srv, emit_stat, c);
-        } else if (SUB_IS("sizes")) {
+        } else if (text_token_is(sub, "sizes")) {
             stats_render_sizes(srv, emit_stat, c);
-        } else if (SUB_IS("sizes_enable") || SUB_IS("sizes_disable")) {
+        } else if (text_token_is(sub, "sizes_enable") || text_token_is(sub, "sizes_disable")) {
             /* memcached answers these with one line and no END. */
             bool on = sub->len == sizeof("sizes_enable") - 1;
             if (storage_sizes_enable(srv->storage, on)) {
@@ -289,19 +288,18 @@ static void process_stats(struct conn *c, const struct text_request *req)
                 emit_stat(c, "sizes_status", "error");
             }
             return;
-        } else if (SUB_IS("conns")) {
+        } else if (text_token_is(sub, "conns")) {
             stats_render_conns(srv, c, emit_stat, c);
-        } else if (SUB_IS("cachedump")) {
+        } else if (text_token_is(sub, "cachedump")) {
             dump_cachedump(c, req);
             return;
-        } else if (SUB_IS("detail")) {
+        } else if (text_token_is(sub, "detail")) {
             process_stats_detail(c, req->nargs > 2 ? &req->args[2] : NULL);
             return;
         } else {
             conn_out_str(c, "ERROR");
             return;
         }
-#undef SUB_IS
     }
     conn_out(c, "END\r\n", 5);
 }
