@@ -17,6 +17,7 @@ test re-runs this file in a child python with libasan preloaded.
 
 import glob
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -699,10 +700,14 @@ def test_flush_all_and_stats(pair, clients, memstash):
     assert [n for n, _ in sa] == ["%s (1)" % spec(pair[0])]
     assert [n for n, _ in sb] == ["%s (1)" % spec(pair[1])]
     assert set(sa[0][1]) == set(sb[0][1]) and all(isinstance(v, str) for v in sb[0][1].values())
+    # Which slab classes hold items right after flush_all depends on when
+    # memcached's LRU crawler reclaims the flushed ones, so the per-class
+    # names are compared with the class number taken out.
+    def names(c, arg):
+        return sorted({re.sub(r"^(items:)?\d+:", r"\1N:", k) for k in c.get_stats(arg)[0][1]})
+
     for arg in ("settings", "items", "slabs"):
-        ka = sorted(a.get_stats(arg)[0][1])
-        kb = sorted(b.get_stats(arg)[0][1])
-        assert ka == kb, arg
+        assert names(a, arg) == names(b, arg), arg
 
 
 def test_stats_on_python3_are_better(pair, memstash):
