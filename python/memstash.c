@@ -318,6 +318,7 @@ typedef struct {
     enum mst_distribution dist;
     /* Options. */
     unsigned timeout_ms;
+    unsigned spin_us; /* mst_set_spin */
     unsigned retry_ms;
     double dead_retry_s;
     Py_ssize_t max_key_len;
@@ -2790,6 +2791,7 @@ static int configure(Client *self, struct mst *m)
     if (mst_set_distribution(m, self->dist) != MST_OK ||
         mst_set_connect_timeout(m, self->timeout_ms) != MST_OK ||
         mst_set_io_timeout(m, self->timeout_ms) != MST_OK ||
+        mst_set_spin(m, self->spin_us) != MST_OK ||
         mst_set_retry_interval(m, self->retry_ms) != MST_OK ||
         mst_set_failure_limit(m, 1) != MST_OK || mst_set_failover(m, true) != MST_OK ||
         mst_set_protocol(m, MST_PROTO_TEXT) != MST_OK) {
@@ -3257,6 +3259,7 @@ static PyObject *Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->max_value_len = SERVER_MAX_VALUE_LENGTH;
     self->check_keys = true;
     self->timeout_ms = 3000;
+    self->spin_us = 100;
     self->retry_ms = 30000;
     self->dead_retry_s = 30;
     return (PyObject *)self;
@@ -3287,6 +3290,7 @@ static int Client_init(Client *self, PyObject *args, PyObject *kwds)
                              "flush_on_reconnect",
                              "check_keys",
                              "distribution",
+                             "spin_us",
                              NULL};
     PyObject *servers, *debug = NULL, *proto = NULL, *pickler = pickle_Pickler,
                        *unpickler = pickle_Unpickler, *compressor = zlib_compress,
@@ -3294,12 +3298,18 @@ static int Client_init(Client *self, PyObject *args, PyObject *kwds)
                        *mkl = Py_None, *mvl = Py_None, *dead_retry = NULL, *socket_timeout = NULL,
                        *cache_cas = Py_False, *flush = NULL, *check_keys = Py_True;
     const char *dist = "python";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOOOOOOOOOOOOO$s:Client", kwlist, &servers,
-                                     &debug, &proto, &pickler, &unpickler, &compressor,
-                                     &decompressor, &pload, &pid, &mkl, &mvl, &dead_retry,
-                                     &socket_timeout, &cache_cas, &flush, &check_keys, &dist)) {
+    int spin_us = 100;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "O|OOOOOOOOOOOOOOO$si:Client", kwlist, &servers, &debug, &proto, &pickler,
+            &unpickler, &compressor, &decompressor, &pload, &pid, &mkl, &mvl, &dead_retry,
+            &socket_timeout, &cache_cas, &flush, &check_keys, &dist, &spin_us)) {
         return -1;
     }
+    if (spin_us < 0 || spin_us > 10000) {
+        PyErr_Format(PyExc_ValueError, "spin_us must be 0..10000, not %d", spin_us);
+        return -1;
+    }
+    self->spin_us = (unsigned)spin_us;
     if (strcmp(dist, "python") == 0) {
         self->dist = MST_DIST_PYTHON;
     } else if (strcmp(dist, "ketama") == 0) {
@@ -3488,8 +3498,10 @@ static PyTypeObject ClientType = {
               "decompressor=zlib.decompress, pload=None, pid=None, "
               "server_max_key_length=None, server_max_value_length=None, dead_retry=30, "
               "socket_timeout=3, cache_cas=False, flush_on_reconnect=0, check_keys=True, *, "
-              "distribution='python')\n--\n\n"
+              "distribution='python', spin_us=100)\n--\n\n"
               "A pool of memcached servers, used exactly as python-memcached's memcache.Client.\n"
+              "spin_us: longest time a call polls for a reply before sleeping (0 never);\n"
+              "each connection keeps to whichever way of waiting has been faster.\n"
               "Unlike python-memcached's (a threading.local), one Client may be shared by\n"
               "threads: each call borrows a connection set from the Client's pool.",
     .tp_new = Client_new,

@@ -88,6 +88,7 @@ class Client:
         check_keys: bool = True,
         *,
         distribution: str = "python",
+        spin_us: int = 100,
     ) -> None: ...
 
     # Storage: True stored, False refused, 0 no server / value too large.

@@ -189,6 +189,15 @@ MST_API int mst_set_hash(struct mst *m, enum mst_hash h);
 /* Milliseconds, 1..3600000. Defaults: connect 1000, I/O 2000 (per call). */
 MST_API int mst_set_connect_timeout(struct mst *m, unsigned ms);
 MST_API int mst_set_io_timeout(struct mst *m, unsigned ms);
+/*
+ * Longest time, in microseconds (0..10000, default 100), a call on one server
+ * polls its socket for the reply before it sleeps in recv(). Waking a sleeping
+ * thread costs tens of microseconds on many machines, often more than a
+ * loopback or same-rack round trip. The library measures both ways of waiting
+ * per connection and keeps to the faster one, trying the other now and then,
+ * so a distant or slow server is simply waited for. 0 never polls.
+ */
+MST_API int mst_set_spin(struct mst *m, unsigned us);
 /* Prefix put before every key on the wire (not hashed unless mst_set_hash_namespace). NULL or ""
  * clears it. */
 MST_API int mst_set_namespace(struct mst *m, const char *prefix);

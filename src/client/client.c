@@ -14,14 +14,21 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 1000
 #define DEFAULT_IO_TIMEOUT_MS      2000
 #define DEFAULT_RETRY_INTERVAL_MS  2000
+#define DEFAULT_SPIN_US            100
+#define SPIN_MAX_US                10000U
 #define DEFAULT_FAILURE_LIMIT      2
 #define TIMEOUT_MAX_MS             3600000U
 
 uint64_t mst_now_ms(void)
 {
+    return mst_now_ns() / 1000000;
+}
+
+uint64_t mst_now_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
 }
 
 int mst_fail(struct mst *m, int status, const char *fmt, ...)
@@ -157,6 +164,7 @@ MST_API int mst_create(struct mst **out)
     m->hash = MST_HASH_DEFAULT;
     m->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     m->io_timeout_ms = DEFAULT_IO_TIMEOUT_MS;
+    m->spin_us = DEFAULT_SPIN_US;
     m->retry_interval_ms = DEFAULT_RETRY_INTERVAL_MS;
     m->failure_limit = DEFAULT_FAILURE_LIMIT;
     m->failover = true;
@@ -320,6 +328,7 @@ MST_API int mst_clone(const struct mst *m, struct mst **out)
     c->hash = m->hash;
     c->connect_timeout_ms = m->connect_timeout_ms;
     c->io_timeout_ms = m->io_timeout_ms;
+    c->spin_us = m->spin_us;
     c->retry_interval_ms = m->retry_interval_ms;
     c->failure_limit = m->failure_limit;
     c->failover = m->failover;
@@ -413,6 +422,15 @@ MST_API int mst_set_io_timeout(struct mst *m, unsigned ms)
         return MST_EINVAL;
     }
     m->io_timeout_ms = ms;
+    return MST_OK;
+}
+
+MST_API int mst_set_spin(struct mst *m, unsigned us)
+{
+    if (!m || us > SPIN_MAX_US) {
+        return MST_EINVAL;
+    }
+    m->spin_us = us;
     return MST_OK;
 }
 

@@ -68,6 +68,11 @@ struct mst_server {
     bool maybe_stray;     /* a text noreply went out: an error line may still come */
     bool blocking;        /* O_NONBLOCK cleared (every other call passes MSG_DONTWAIT) */
     unsigned rcvtimeo_ms; /* SO_RCVTIMEO set on the socket, 0 none */
+    /* The adaptive wait (io.c, fast_read): mean wait for a reply, in ns, when
+     * spinning and when blocking (0 = not yet measured), and a call counter
+     * that schedules the occasional try of the mode not in favour. */
+    uint32_t wait_ns[2];
+    uint32_t wait_calls;
     /* Health. */
     unsigned failures;   /* consecutive */
     uint64_t dead_until; /* monotonic ms; 0 = alive */
@@ -114,6 +119,7 @@ struct mst {
     enum mst_hash hash;
     unsigned connect_timeout_ms;
     unsigned io_timeout_ms;
+    unsigned spin_us; /* longest spin on a reply before blocking; 0 never spins */
     unsigned retry_interval_ms;
     unsigned failure_limit;
     bool failover;
@@ -148,6 +154,7 @@ static inline enum wire_proto srv_wire(const struct mst *m, const struct mst_ser
 
 /* Monotonic milliseconds. */
 uint64_t mst_now_ms(void);
+uint64_t mst_now_ns(void);
 
 /* Records the detail of a failure for mst_last_error(); returns status. */
 int mst_fail(struct mst *m, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -486,11 +486,22 @@ static void do_read(struct io_call *call, struct mst_server *srv, size_t idx)
     }
 }
 
+/* fast_read's adaptive wait: one call in this many waits the other way (eight
+ * times fewer when that way was twice as slow), and a sample above the cap (a
+ * slow reply, a timeout) counts as the cap. */
+#define WAIT_EXPLORE_EVERY 32
+#define WAIT_SAMPLE_MAX_NS 10000000u
+
 /*
  * The common case of one server with its request written: wait for the
  * reply in recv() itself (SO_RCVTIMEO bounds it by the I/O timeout) rather
  * than in poll() and then recv(). The socket is switched to blocking mode
  * once per connection; every other send and recv passes MSG_DONTWAIT.
+ * Before sleeping in recv() the call may spin on non-blocking recv() for up
+ * to spin_us (mst_set_spin): each connection keeps the mean wait of both ways
+ * and uses the faster, trying the other every WAIT_EXPLORE_EVERY calls, so
+ * spinning happens only where it has paid (a reply that comes back sooner
+ * than the cost of waking a sleeping thread).
  * Whatever is left (a partial reply, a timeout) goes on in io_run's poll loop.
  */
 static void fast_read(struct io_call *call, struct mst_server *srv, size_t idx)
@@ -512,7 +523,51 @@ static void fast_read(struct io_call *call, struct mst_server *srv, size_t idx)
         srv->rcvtimeo_ms = m->io_timeout_ms;
     }
     /* A timeout (0) goes on in io_run's poll loop, which reports it. */
-    read_some(call, srv, idx, 0);
+    if (m->spin_us == 0) {
+        read_some(call, srv, idx, 0);
+        return;
+    }
+    /* The adaptive wait: spin or block, whichever has been faster here. */
+    enum { WAIT_SPIN = 0, WAIT_BLOCK = 1 };
+    int mode;
+    if (srv->wait_ns[WAIT_SPIN] == 0) {
+        mode = WAIT_SPIN;
+    } else if (srv->wait_ns[WAIT_BLOCK] == 0) {
+        mode = WAIT_BLOCK;
+    } else {
+        uint32_t fast = srv->wait_ns[WAIT_SPIN], slow = srv->wait_ns[WAIT_BLOCK];
+        mode = fast <= slow ? WAIT_SPIN : WAIT_BLOCK;
+        if (mode == WAIT_BLOCK) {
+            uint32_t t = fast;
+            fast = slow;
+            slow = t;
+        }
+        /* A way twice as slow is tried less often: trying it costs. */
+        unsigned every = slow / 2 > fast ? WAIT_EXPLORE_EVERY * 8 : WAIT_EXPLORE_EVERY;
+        if (++srv->wait_calls >= every) {
+            srv->wait_calls = 0;
+            mode = !mode;
+        }
+    }
+    uint64_t t0 = mst_now_ns();
+    ssize_t n = 0;
+    if (mode == WAIT_SPIN) {
+        uint64_t until = t0 + (uint64_t)m->spin_us * 1000;
+        do {
+            n = read_some(call, srv, idx, MSG_DONTWAIT);
+        } while (n == 0 && mst_now_ns() < until);
+    }
+    if (n == 0) {
+        n = read_some(call, srv, idx, 0);
+    }
+    if (n > 0) {
+        uint64_t took = mst_now_ns() - t0;
+        if (took > WAIT_SAMPLE_MAX_NS) {
+            took = WAIT_SAMPLE_MAX_NS;
+        }
+        uint32_t *avg = &srv->wait_ns[mode];
+        *avg = *avg == 0 ? (uint32_t)took + 1 : (uint32_t)((*avg * 7 + took) / 8) + 1;
+    }
 }
 
 void io_run(struct io_call *call)

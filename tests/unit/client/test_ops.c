@@ -57,7 +57,9 @@ static int read_exact(int fd, char *p, size_t n)
     return 0;
 }
 
-static void serve(int lfd, const struct step *steps, size_t nsteps)
+/* delays: NULL, or per step how long the reply is held back after its first
+ * byte is sent. */
+static void serve(int lfd, const struct step *steps, const unsigned *delays, size_t nsteps)
 {
     int fd = accept(lfd, NULL, NULL);
     if (fd < 0) {
@@ -78,7 +80,15 @@ static void serve(int lfd, const struct step *steps, size_t nsteps)
         }
         free(got);
         size_t nr = steps[i].nreply ? steps[i].nreply : strlen(steps[i].reply);
-        if (nr && write(fd, steps[i].reply, nr) != (ssize_t)nr) {
+        size_t first = 0;
+        if (delays && delays[i] && nr > 1) {
+            first = 1;
+            if (write(fd, steps[i].reply, 1) != 1) {
+                _exit(13);
+            }
+            usleep(delays[i]);
+        }
+        if (nr > first && write(fd, steps[i].reply + first, nr - first) != (ssize_t)(nr - first)) {
             _exit(13);
         }
     }
@@ -92,7 +102,8 @@ static void serve(int lfd, const struct step *steps, size_t nsteps)
     _exit(0);
 }
 
-static void fake_start(struct fake *f, const struct step *steps, size_t nsteps)
+static void fake_start_delayed(struct fake *f, const struct step *steps, const unsigned *delays,
+                               size_t nsteps)
 {
     snprintf(f->path, sizeof(f->path), "/tmp/mst-fake-%d-%p.sock", (int)getpid(), (void *)f);
     unlink(f->path);
@@ -106,9 +117,14 @@ static void fake_start(struct fake *f, const struct step *steps, size_t nsteps)
     f->pid = fork();
     assert_true(f->pid >= 0);
     if (f->pid == 0) {
-        serve(lfd, steps, nsteps);
+        serve(lfd, steps, delays, nsteps);
     }
     close(lfd);
+}
+
+static void fake_start(struct fake *f, const struct step *steps, size_t nsteps)
+{
+    fake_start_delayed(f, steps, NULL, nsteps);
 }
 
 /* Waits for the fake server (after the handle closed its connection). */
@@ -215,6 +231,46 @@ static void test_meta_probe_then_meta(void **state)
     assert_int_equal(mst_delete(m, S("k"), &out), MST_OK);
     assert_int_equal(out, MST_DELETED);
     assert_int_equal(mst_flush_all(m, 0), MST_OK);
+    mst_destroy(&m);
+    fake_finish(&f);
+}
+
+/*
+ * The adaptive wait (mst_set_spin): whether a reply comes at once, after a
+ * pause longer than the spin, or in two parts around such a pause, the call
+ * reads it whole, in both ways of waiting and with spinning off.
+ */
+static void test_spin_then_block(void **state)
+{
+    (void)state;
+    enum { FAST = 40, SLOW = 6 };
+    struct step steps[2 * (FAST + SLOW)];
+    unsigned delays[2 * (FAST + SLOW)];
+    size_t n = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < FAST + SLOW; i++) {
+            delays[n] = i >= FAST ? 20000u : 0u;
+            steps[n++] = (struct step){"get k\r\n", 0, "VALUE k 7 5\r\nhello\r\nEND\r\n", 0};
+        }
+    }
+    struct fake f;
+    fake_start_delayed(&f, steps, delays, n);
+    struct mst *m = handle_for(&f, MST_PROTO_TEXT);
+    assert_int_equal(mst_set_spin(m, 10001), MST_EINVAL);
+    assert_int_equal(mst_set_spin(m, 50), MST_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (i == FAST + SLOW) {
+            assert_int_equal(mst_set_spin(m, 0), MST_OK);
+        }
+        struct mst_value v;
+        enum mst_outcome out;
+        assert_int_equal(mst_get(m, S("k"), &v, &out), MST_OK);
+        assert_int_equal(out, MST_HIT);
+        assert_int_equal(v.len, 5);
+        assert_memory_equal(v.data, "hello", 5);
+        assert_int_equal(v.flags, 7);
+        mst_value_clear(&v);
+    }
     mst_destroy(&m);
     fake_finish(&f);
 }
@@ -523,6 +579,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_meta_probe_then_meta),
         cmocka_unit_test(test_fallback_to_text),
+        cmocka_unit_test(test_spin_then_block),
         cmocka_unit_test(test_quiet_replies_are_skipped),
         cmocka_unit_test(test_lease_states),
         cmocka_unit_test(test_binary_wire),
