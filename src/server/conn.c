@@ -28,6 +28,7 @@
 #include "process.h"
 #include "process_binary.h"
 #include "server.h"
+#include "uring.h"
 #include "watch.h"
 
 #define RBUF_SIZE 16384
@@ -45,6 +46,7 @@
 #define SWALLOW_HOLD_MAX (64 * 1024)
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_ring_done(void *arg, int res);
 
 static void registry_set(struct server *srv, int fd, struct conn *c)
 {
@@ -56,7 +58,7 @@ static void registry_set(struct server *srv, int fd, struct conn *c)
 }
 
 struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
-                         const struct transport *tp, void *tstate)
+                         const struct transport *tp, void *tstate, struct uring *ring)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -72,7 +74,10 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     conn_set_last_cmd(c, clock_now(&w->srv->clock));
     c->ev_flags = EV_READ | EV_PERSIST;
     c->ev = event_new(w->base, fd, c->ev_flags, conn_event_cb, c);
-    if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
+    if (c->ev != NULL && ring != NULL) {
+        c->ring = uring_op_new(ring, fd, conn_ring_done, c);
+    }
+    if (c->ev == NULL || (ring != NULL ? c->ring == NULL : event_add(c->ev, NULL) != 0)) {
         if (c->ev != NULL) {
             event_free(c->ev);
         }
@@ -92,6 +97,11 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     if (watch_wants(srv->watch, WATCH_CONNEVENTS)) {
         watch_emit_conn(srv->watch, c->peer, fd, NULL);
+    }
+    if (c->ring != NULL) {
+        /* The first recv is queued from the loop (conn_event_cb), where a
+         * failure can close the connection. */
+        event_active(c->ev, EV_READ, 0);
     }
     return c;
 }
@@ -124,21 +134,12 @@ static void free_rbuf(struct conn *c)
     c->rsize = c->rstart = c->rlen = 0;
 }
 
-/* Frees the connection; keep_fd leaves its socket open (and counted in
- * curr_conns) for a new owner. */
-static void conn_free(struct conn *c, bool keep_fd)
+/* Frees what the connection holds, once no operation of a ring uses it. */
+static void conn_release(struct conn *c)
 {
     struct worker *w = c->w;
     struct server *srv = w->srv;
-    event_free(c->ev);
-    registry_set(srv, c->fd, NULL);
-    if (!keep_fd) {
-        c->tp->close(&c->io);
-        __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
-        if (c->watcher != NULL) {
-            watch_cancel(srv->watch, c->watcher);
-        }
-    }
+    uring_op_free(c->ring);
     release_output(c);
     storage_release(srv->storage, &c->item);
     free(c->meta_pending);
@@ -148,6 +149,28 @@ static void conn_free(struct conn *c, bool keep_fd)
     free(c->wbuf);
     free(c->segs);
     free(c->marks);
+    __atomic_sub_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
+    free(c);
+}
+
+/* Frees the connection; keep_fd leaves its socket open (and counted in
+ * curr_conns) for a new owner. With a ring op in flight (only when closed
+ * from outside its own I/O: timeouts, shutdown), the op is cancelled and the
+ * memory it may still write to is freed at its completion. */
+static void conn_free(struct conn *c, bool keep_fd)
+{
+    struct worker *w = c->w;
+    struct server *srv = w->srv;
+    event_free(c->ev);
+    c->ev = NULL;
+    registry_set(srv, c->fd, NULL);
+    if (!keep_fd) {
+        c->tp->close(&c->io);
+        __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
+        if (c->watcher != NULL) {
+            watch_cancel(srv->watch, c->watcher);
+        }
+    }
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -156,8 +179,12 @@ static void conn_free(struct conn *c, bool keep_fd)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    __atomic_sub_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
-    free(c);
+    if (c->ring != NULL && uring_op_busy(c->ring)) {
+        c->ring_closed = true;
+        uring_cancel(c->ring);
+        return;
+    }
+    conn_release(c);
 }
 
 void conn_close(struct conn *c, const char *reason)
@@ -177,7 +204,7 @@ void conn_close(struct conn *c, const char *reason)
 static void conn_finish(struct conn *c)
 {
     if (c->watcher == NULL) {
-        conn_close(c, "normal");
+        conn_close(c, c->close_error ? "error" : "normal");
         return;
     }
     struct server *srv = c->w->srv;
@@ -351,52 +378,46 @@ void conn_mark_response(struct conn *c, bool keep_empty)
     c->marks[c->nmarks++] = c->out_bytes;
 }
 
-/* Writes queued output. Returns 1 when everything went out, 0 when the
- * socket would block, -1 on error. */
-static int conn_flush(struct conn *c)
+/* The unsent output as at most IOV_BATCH iovecs; returns how many. */
+static int out_iov(const struct conn *c, struct iovec *iov)
 {
-    struct thread_stats *ts = &c->w->stats;
-    while (c->seg_sent < c->nsegs) {
-        struct iovec iov[IOV_BATCH];
-        int n = 0;
-        for (uint32_t i = c->seg_sent; i < c->nsegs && n < IOV_BATCH; i++, n++) {
-            const struct out_seg *s = &c->segs[i];
-            const char *base = s->it != NULL ? s->ptr : c->wbuf + s->off;
-            size_t skip = i == c->seg_sent ? c->seg_off : 0;
-            iov[n].iov_base = (void *)(base + skip);
-            iov[n].iov_len = s->len - skip;
-        }
-        ssize_t wr = c->tp->writev(&c->io, iov, n);
-        if (wr < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                /* Blocked: the worker's tick closes a reader that stays
-                 * away past -o write_stall_timeout. */
-                if (c->write_blocked_since == 0) {
-                    c->write_blocked_since = clock_now(&c->w->srv->clock);
-                }
-                return 0;
+    int n = 0;
+    for (uint32_t i = c->seg_sent; i < c->nsegs && n < IOV_BATCH; i++, n++) {
+        const struct out_seg *s = &c->segs[i];
+        const char *base = s->it != NULL ? s->ptr : c->wbuf + s->off;
+        size_t skip = i == c->seg_sent ? c->seg_off : 0;
+        iov[n].iov_base = (void *)(base + skip);
+        iov[n].iov_len = s->len - skip;
+    }
+    return n;
+}
+
+/* Drops wr written bytes from the front of the output. */
+static void out_advance(struct conn *c, size_t wr)
+{
+    c->write_blocked_since = 0;
+    STAT_ADD(&c->w->stats, bytes_written, (uint64_t)wr);
+    size_t left = wr;
+    while (left > 0 && c->seg_sent < c->nsegs) {
+        struct out_seg *s = &c->segs[c->seg_sent];
+        size_t rest = s->len - c->seg_off;
+        if (left >= rest) {
+            left -= rest;
+            if (s->it != NULL) {
+                storage_release(c->w->srv->storage, &s->it);
             }
-            return -1;
-        }
-        c->write_blocked_since = 0;
-        STAT_ADD(ts, bytes_written, (uint64_t)wr);
-        size_t left = (size_t)wr;
-        while (left > 0 && c->seg_sent < c->nsegs) {
-            struct out_seg *s = &c->segs[c->seg_sent];
-            size_t rest = s->len - c->seg_off;
-            if (left >= rest) {
-                left -= rest;
-                if (s->it != NULL) {
-                    storage_release(c->w->srv->storage, &s->it);
-                }
-                c->seg_sent++;
-                c->seg_off = 0;
-            } else {
-                c->seg_off += (uint32_t)left;
-                left = 0;
-            }
+            c->seg_sent++;
+            c->seg_off = 0;
+        } else {
+            c->seg_off += (uint32_t)left;
+            left = 0;
         }
     }
+}
+
+/* Everything went out: empties the output and gives spare buffers back. */
+static void out_drained(struct conn *c)
+{
     c->nsegs = c->seg_sent = c->seg_off = 0;
     c->wlen = 0;
     c->out_bytes = 0;
@@ -416,6 +437,30 @@ static int conn_flush(struct conn *c)
         c->segs = NULL;
         c->segcap = 0;
     }
+}
+
+/* Writes queued output. Returns 1 when everything went out, 0 when the
+ * socket would block, -1 on error. */
+static int conn_flush(struct conn *c)
+{
+    while (c->seg_sent < c->nsegs) {
+        struct iovec iov[IOV_BATCH];
+        int n = out_iov(c, iov);
+        ssize_t wr = c->tp->writev(&c->io, iov, n);
+        if (wr < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* Blocked: the worker's tick closes a reader that stays
+                 * away past -o write_stall_timeout. */
+                if (c->write_blocked_since == 0) {
+                    c->write_blocked_since = clock_now(&c->w->srv->clock);
+                }
+                return 0;
+            }
+            return -1;
+        }
+        out_advance(c, (size_t)wr);
+    }
+    out_drained(c);
     return 1;
 }
 
@@ -468,36 +513,53 @@ static bool rbuf_make_room(struct conn *c)
     return true;
 }
 
+/* Where the next read goes: straight into the item a data block fills, or
+ * the end of the read buffer. False when no buffer could be had (an error
+ * reply is queued and the connection closes after it). */
+static bool read_target(struct conn *c, char **dst, size_t *room, bool *into_item)
+{
+    *into_item = c->state == CONN_NREAD && c->rlen == 0;
+    if (*into_item) {
+        *dst = storage_item_value(c->item) + c->item_done;
+        *room = c->item_need - c->item_done;
+        return true;
+    }
+    if (!rbuf_make_room(c)) {
+        conn_out_str(c, "SERVER_ERROR out of memory reading request");
+        c->close_after_write = true;
+        return false;
+    }
+    *dst = c->rbuf + c->rstart + c->rlen;
+    *room = c->rsize - c->rstart - c->rlen;
+    return true;
+}
+
+static void read_account(struct conn *c, size_t n, bool into_item)
+{
+    STAT_ADD(&c->w->stats, bytes_read, (uint64_t)n);
+    if (into_item) {
+        c->item_done += (uint32_t)n;
+    } else {
+        c->rlen += (uint32_t)n;
+    }
+}
+
 /* One read() from the socket. Returns bytes read, 0 on EOF, -1 on error,
  * -2 when nothing is there now. */
 static ssize_t conn_read(struct conn *c)
 {
     char *dst;
     size_t room;
-    bool into_item = c->state == CONN_NREAD && c->rlen == 0;
-    if (into_item) {
-        dst = storage_item_value(c->item) + c->item_done;
-        room = c->item_need - c->item_done;
-    } else {
-        if (!rbuf_make_room(c)) {
-            conn_out_str(c, "SERVER_ERROR out of memory reading request");
-            c->close_after_write = true;
-            return -2;
-        }
-        dst = c->rbuf + c->rstart + c->rlen;
-        room = c->rsize - c->rstart - c->rlen;
+    bool into_item;
+    if (!read_target(c, &dst, &room, &into_item)) {
+        return -2;
     }
     ssize_t n = c->tp->read(&c->io, dst, room);
     if (n < 0) {
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? -2 : -1;
     }
     if (n > 0) {
-        STAT_ADD(&c->w->stats, bytes_read, (uint64_t)n);
-        if (into_item) {
-            c->item_done += (uint32_t)n;
-        } else {
-            c->rlen += (uint32_t)n;
-        }
+        read_account(c, (size_t)n, into_item);
     }
     return n;
 }
@@ -647,10 +709,114 @@ bool conn_run(struct conn *c, bool *yielded)
     return true;
 }
 
+/* ---- the io_uring path (-o io_uring, uring.h) ---------------------------
+ *
+ * The same steps as the event path, one operation in flight at a time: a
+ * recv; on its completion conn_drive() runs the buffered requests; their
+ * replies go out in sendmsg operations until none is left (a client that
+ * does not read its replies gets no recv, as on the event path); then the
+ * next recv. A yield resumes through c->ev, activated without a socket. */
+
+static void ring_next(struct conn *c, bool yielded);
+
+static void ring_send(struct conn *c)
+{
+    struct iovec iov[IOV_BATCH];
+    int n = out_iov(c, iov);
+    c->ring_sending = true;
+    if (uring_send(c->ring, iov, n) != 0) {
+        conn_close(c, "error");
+    }
+}
+
+static void ring_recv(struct conn *c)
+{
+    char *dst;
+    size_t room;
+    if (!read_target(c, &dst, &room, &c->ring_into_item)) {
+        ring_send(c); /* the error reply, then close */
+        return;
+    }
+    c->ring_sending = false;
+    if (uring_recv(c->ring, dst, room) != 0) {
+        conn_close(c, "error");
+    }
+}
+
+static void conn_ring_done(void *arg, int res)
+{
+    struct conn *c = arg;
+    if (c->ring_closed) {
+        conn_release(c);
+        return;
+    }
+    if (res == -EINTR || res == -EAGAIN) {
+        if (c->ring_sending) {
+            ring_send(c);
+        } else {
+            ring_recv(c);
+        }
+        return;
+    }
+    if (res < 0) {
+        conn_close(c, "error");
+        return;
+    }
+    if (c->ring_sending) {
+        out_advance(c, (size_t)res);
+        if (c->seg_sent < c->nsegs) {
+            /* A short send: the socket's buffer is full. The worker's tick
+             * closes a reader that stays away past -o write_stall_timeout. */
+            c->write_blocked_since = clock_now(&c->w->srv->clock);
+            ring_send(c);
+            return;
+        }
+        if (c->close_after_write) {
+            out_drained(c);
+            conn_finish(c);
+            return;
+        }
+        /* Drained: go on with whatever was buffered meanwhile. */
+        conn_drive(c);
+        return;
+    }
+    if (res == 0) {
+        c->peer_closed = true; /* answer what it sent, then close */
+    } else {
+        read_account(c, (size_t)res, c->ring_into_item);
+    }
+    conn_drive(c);
+}
+
+/* After a batch ran: send its replies, or close, or resume, or read on. */
+static void ring_next(struct conn *c, bool yielded)
+{
+    if (c->seg_sent < c->nsegs) {
+        ring_send(c);
+        return;
+    }
+    out_drained(c);
+    if (c->close_after_write || (c->peer_closed && !yielded)) {
+        conn_finish(c);
+        return;
+    }
+    if (yielded) {
+        event_active(c->ev, EV_READ, 0);
+        return;
+    }
+    ring_recv(c);
+}
+
 void conn_drive(struct conn *c)
 {
     bool yielded = false;
     if (!conn_run(c, &yielded)) {
+        if (c->ring != NULL) {
+            /* What was queued goes out first, as conn_flush() tries below. */
+            c->close_after_write = c->close_error = true;
+            ring_next(c, false);
+            return;
+        }
         conn_flush(c);
         conn_close(c, "error");
         return;
@@ -659,7 +825,15 @@ void conn_drive(struct conn *c)
         conn_out_pending(c) < SWALLOW_HOLD_MAX) {
         /* memcached answers a refused binary request only once the bytes it
          * discards have arrived; keep the replies until then. */
-        set_events(c, EV_READ | EV_PERSIST);
+        if (c->ring != NULL) {
+            ring_recv(c);
+        } else {
+            set_events(c, EV_READ | EV_PERSIST);
+        }
+        return;
+    }
+    if (c->ring != NULL) {
+        ring_next(c, yielded);
         return;
     }
     int fl = conn_flush(c);
@@ -708,8 +882,9 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
         conn_drive(c);
         return;
     }
-    /* While a dump streams, requests behind it stay in the socket. */
-    ssize_t n = c->dump != NULL ? -2 : conn_read(c);
+    /* While a dump streams, requests behind it stay in the socket; a ring's
+     * connection gets here only to start or to resume after a yield. */
+    ssize_t n = c->dump != NULL || c->ring != NULL ? -2 : conn_read(c);
     if (n == -1) {
         conn_close(c, "error");
         return;

@@ -28,6 +28,8 @@ struct item;
 struct event;
 struct conn_dump;
 struct watcher;
+struct uring;
+struct uring_op;
 
 enum conn_state {
     CONN_NEW_CMD = 0, /* waiting for / parsing a command line */
@@ -60,8 +62,14 @@ struct conn {
     bool peer_closed;        /* read() saw EOF: close once buffered requests are answered */
     bool noreply;            /* current command's reply is suppressed */
     struct watcher *watcher; /* "watch" accepted: the socket goes to it once OK is sent */
-    struct event *ev;
+    struct event *ev;        /* on a ring: never added, only activated to resume a yield */
     short ev_flags;
+    /* -o io_uring (uring.h): the connection's one recv or send in flight */
+    struct uring_op *ring;
+    bool ring_sending;   /* the op in flight is a send (else a recv) */
+    bool ring_into_item; /* the recv in flight fills c->item, not rbuf */
+    bool ring_closed;    /* closed while an op was in flight: freed at its completion */
+    bool close_error;    /* close_after_write is for an error (logged "error") */
     rel_time_t last_cmd_time;
     char peer[64];           /* "tcp:1.2.3.4:5678", for stats conns and logs */
     const char *listen_addr; /* the listener's address (not owned) */
@@ -116,9 +124,10 @@ static inline void conn_set_last_cmd(struct conn *c, rel_time_t t)
 }
 
 /* Takes a connected, non-blocking socket into worker w, to be read and
- * written through tp (tstate: the transport's state, owned from now on). */
+ * written through tp (tstate: the transport's state, owned from now on), or,
+ * with ring non-NULL (plain sockets only), through that io_uring. */
 struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
-                         const struct transport *tp, void *tstate);
+                         const struct transport *tp, void *tstate, struct uring *ring);
 /* Closes the socket, releases items and buffers, frees the connection. */
 void conn_close(struct conn *c, const char *reason);
 

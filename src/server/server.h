@@ -26,6 +26,7 @@ struct watch;
 struct tls_ctx;
 struct event_base;
 struct event;
+struct uring;
 
 /* A worker thread: its own libevent base, its connections, its counters. */
 struct worker {
@@ -40,9 +41,10 @@ struct worker {
     struct pending_conn *queue_head, *queue_tail;
     struct conn *conns; /* every connection this worker owns */
     struct thread_stats stats;
-    char *spare_rbuf; /* one cached read buffer, reused across connections */
-    char *spare_wbuf; /* likewise one write buffer (WBUF_SIZE) and one segment */
-    void *spare_segs; /* array (SEGS_MIN), so a request batch allocates nothing */
+    struct uring *ring; /* -o io_uring, else NULL (uring.h) */
+    char *spare_rbuf;   /* one cached read buffer, reused across connections */
+    char *spare_wbuf;   /* likewise one write buffer (WBUF_SIZE) and one segment */
+    void *spare_segs;   /* array (SEGS_MIN), so a request batch allocates nothing */
     bool stopping;
 };
 

@@ -70,6 +70,9 @@ static const char *const suboption_help[] = {
     "                     this many seconds (default: 60; 0: never)",
     "metrics_port:        serve Prometheus metrics on GET /metrics at this TCP port,",
     "                     on the -l addresses (default: 0, off)",
+    "io_uring:            plain TCP/unix connections do their I/O through an",
+    "                     io_uring per worker thread (default: off, epoll; falls",
+    "                     back to epoll when the kernel or build has no io_uring)",
     "relaxed_privileges:  accepted for compatibility",
     "ssl_chain_cert:      certificate chain file in PEM format",
     "ssl_key:             private key, if not part of the -ssl_chain_cert",
@@ -368,6 +371,7 @@ static int parse_suboption(struct settings *s, char *opt)
         {"relaxed_privileges", &s->relaxed_privileges, true},
         {"drop_privileges", &s->drop_privileges, true},
         {"no_drop_privileges", &s->drop_privileges, false},
+        {"io_uring", &s->io_uring, true},
         {"modern", NULL, true},
         {"inline_ascii_resp", NULL, true},
         {"no_inline_ascii_resp", NULL, true},
@@ -884,4 +888,5 @@ void settings_render(const struct settings *s,
     emit(ctx, "memory_file", s->memory_file ? s->memory_file : "(null)");
     emit(ctx, "eviction_policy", "sieve");
     emit_int(emit, ctx, "metrics_port", s->metrics_port);
+    emit(ctx, "io_uring", s->io_uring ? "yes" : "no");
 }

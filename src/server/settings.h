@@ -100,6 +100,8 @@ struct settings {
     bool relaxed_privileges;
     bool drop_privileges;
     int metrics_port; /* -o metrics_port: Prometheus endpoint, 0 = off */
+    bool io_uring;    /* -o io_uring: plain connections' I/O through a ring per worker
+                       * (uring.h); cleared at startup when no ring can be made */
 };
 
 /* Fills memcached's defaults. */

@@ -244,7 +244,7 @@ int udp_attach(struct worker *w, int fd)
                      host, port);
         }
     }
-    struct conn *c = conn_create(w, fd, name, NULL, &transport_plain, NULL);
+    struct conn *c = conn_create(w, fd, name, NULL, &transport_plain, NULL, NULL);
     if (c == NULL) {
         return -1;
     }

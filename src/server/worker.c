@@ -20,6 +20,9 @@
 #include "server.h"
 #include "transport_tls.h"
 #include "udp.h"
+#include "uring.h"
+
+#define RING_ENTRIES 1024 /* submission slots per worker's ring (-o io_uring) */
 
 struct pending_conn {
     struct pending_conn *next;
@@ -84,7 +87,8 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
             io.state = tls_session_create(w->srv->tls, p->fd);
         }
         if (stopping || (p->tls && io.state == NULL) ||
-            conn_create(w, p->fd, peer, p->listen_addr, tp, io.state) == NULL) {
+            conn_create(w, p->fd, peer, p->listen_addr, tp, io.state, p->tls ? NULL : w->ring) ==
+                NULL) {
             if (io.state != NULL) {
                 tp->close(&io);
             } else {
@@ -142,8 +146,41 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    event_base_dispatch(w->base);
+    if (w->ring == NULL) {
+        event_base_dispatch(w->base);
+        return NULL;
+    }
+    /* One loop iteration at a time, so that what its callbacks queued on the
+     * ring goes to the kernel in one submission before the loop sleeps. */
+    while (!event_base_got_break(w->base)) {
+        uring_submit(w->ring);
+        if (event_base_loop(w->base, EVLOOP_ONCE) != 0) {
+            break;
+        }
+    }
+    /* The connections are closed: wait for the operations they left. */
+    uring_destroy(w->ring);
+    w->ring = NULL;
     return NULL;
+}
+
+/* -o io_uring: a ring for every worker, or for none (logged). */
+static void workers_rings(struct server *srv)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->ring = uring_create(w->base, RING_ENTRIES);
+        if (w->ring == NULL) {
+            log_msg(LOG_ERROR, "io_uring unavailable (%s): using epoll", strerror(errno));
+            for (unsigned j = 0; j < i; j++) {
+                uring_destroy(srv->workers[j].ring);
+                srv->workers[j].ring = NULL;
+            }
+            srv->settings->io_uring = false;
+            return;
+        }
+    }
+    log_msg(LOG_INFO, "io_uring: one ring per worker for plain TCP and unix connections");
 }
 
 int workers_start(struct server *srv)
@@ -174,6 +211,9 @@ int workers_start(struct server *srv)
             w->tick_ev = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
             event_add(w->tick_ev, &one);
         }
+    }
+    if (srv->settings->io_uring) {
+        workers_rings(srv);
     }
     for (int j = 0; j < srv->nudp; j++) {
         if (udp_attach(&srv->workers[(unsigned)j % srv->nworkers], srv->udp_fds[j]) != 0) {
@@ -244,6 +284,8 @@ void workers_stop(struct server *srv)
         if (w->thread) {
             pthread_join(w->thread, NULL);
         }
+        uring_destroy(w->ring); /* a worker that never ran */
+        w->ring = NULL;
         if (w->tick_ev) {
             event_free(w->tick_ev);
         }

@@ -13,6 +13,7 @@ report on stderr) is asserted at teardown.
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,6 +29,9 @@ MEMSTASHD = os.environ.get("MEMSTASHD", "")
 REFERENCE_MEMCACHED = "/usr/bin/memcached"
 IS_MEMCACHED = os.path.basename(MEMSTASHD) == "memcached"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+# Flags added to every MEMSTASHD server the suite starts, before the test's
+# own (ctest runs some files again with "-o io_uring" this way).
+EXTRA_ARGS = shlex.split(os.environ.get("MEMSTASHD_EXTRA_ARGS", ""))
 
 # Startup / shutdown budgets.  Generous because the suite also runs under
 # AddressSanitizer (~3x slower).  memcached 1.6.18 needs up to one clock tick
@@ -354,6 +358,8 @@ class Server:
         if self.unix:
             args += ["-s", self.unix]
         args += user_args()
+        if self.binary == MEMSTASHD:
+            args += EXTRA_ARGS
         args += self.extra
         return args
 
