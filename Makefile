@@ -4,7 +4,7 @@
 #                check formatting, run every test (unit + integration) in both trees
 
 BUILD_PKGS := build-essential cmake pkg-config libevent-dev libssl-dev libsasl2-dev libxxhash-dev \
-              python3-dev
+              python3-dev liburing-dev
 TEST_PKGS  := $(BUILD_PKGS) clang-format libcmocka-dev python3 python3-pytest python3-pymemcache \
               python3-memcache python3-pylibmc libmemcached-tools memcached nutcracker clang \
               sasl2-bin openssl libclang-rt-14-dev python3-pip python3-setuptools python3-wheel \
