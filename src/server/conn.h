@@ -79,9 +79,9 @@ struct conn_ext {
 
 /*
  * One per client socket, and the only per-connection memory an idle one
- * holds (with libevent's per-fd entry): it is laid out without holes, and
- * the _Static_assert below keeps it from growing. Read and write buffers
- * exist only while bytes are pending.
+ * holds (with libevent's per-fd entry): it is laid out with no padding but
+ * 2 bytes before ev, and the _Static_assert below keeps it from growing.
+ * Read and write buffers exist only while bytes are pending.
  */
 struct conn {
     struct conn *next, *prev; /* the worker's list */
