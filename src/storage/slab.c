@@ -13,22 +13,24 @@
  * queue on probation (new items), a main queue run as CLOCK, and a ghost of
  * keys recently evicted from the small queue. Expired or flushed items met on
  * the way are reclaimed first. If nothing in the class can go (it is empty,
- * or every item is referenced), a page is stolen from the class holding the
- * most pages: every item in it is evicted, its chunks leave that class's free
- * list and it is re-cut for the requesting class. This is what memcached's
- * slab rebalancer does, done on demand, so a class can never starve because
- * other classes hold all the memory.
+ * or every item is referenced), a page is stolen from the class whose pages
+ * hold the fewest items: every item in it is evicted, its chunks leave that
+ * class's free list and it is re-cut for the requesting class. This is what
+ * memcached's slab rebalancer does, done on demand, so a class can never
+ * starve because other classes hold all the memory.
  *
  * Pages also move when the mix of item sizes shifts (memcached's automover):
  * every few evictions a class compares how long its items last before
  * eviction (a running average of the evicted items' age, see slab_age_locked)
  * with the other classes' and takes a page from the class whose items last
- * more than SLAB_REBALANCE_RATIO (8) times as long: a workload whose sizes
- * shifted leaves classes whose ages grow without bound, while in a steady
- * mix pages stay where the fill put them, which keeps more small, hot items
- * than evening the ages out does. Age is counted in stores (the global
- * CAS sequence), not seconds, so it is comparable between classes and does
- * not depend on the clock.
+ * more than SLAB_REBALANCE_RATIO (8) times as long, if that class has not
+ * evicted anything for longer than the requester's items last (it is not
+ * under pressure itself): a workload whose sizes shifted leaves classes that
+ * stop evicting and whose ages grow without bound, while in a steady mix,
+ * where every class evicts, pages stay where the fill put them, which keeps
+ * more small, hot items than evening the ages out does. Age is counted in
+ * stores (the global CAS sequence), not seconds, so it is comparable between
+ * classes and does not depend on the clock.
  *
  * Locking: the class lock guards the free list, the queue, the pages array
  * and the counters. Reaching an item's stripe lock from here is against the
@@ -671,6 +673,17 @@ static uint64_t slab_age_locked(struct storage *st, struct slab_class *cls)
     return next > cas ? next - cas : 0;
 }
 
+/* Stores since the class last evicted (its age as slab_age_locked gives it if
+ * it never did). */
+static uint64_t slab_idle_locked(struct storage *st, struct slab_class *cls)
+{
+    if (cls->evict_cas == 0) {
+        return slab_age_locked(st, cls);
+    }
+    uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+    return next > cls->evict_cas ? next - cls->evict_cas : 0;
+}
+
 /* Empties one of the first pages tried of the victim class and takes it out
  * of the class. The caller holds the victim's lock. */
 static char *slab_take_page_locked(struct storage *st, struct slab_class *cls, rel_time_t now)
@@ -694,9 +707,12 @@ static char *slab_take_page_locked(struct storage *st, struct slab_class *cls, r
 
 /* Takes a page away from another class for class `want`. The caller holds no
  * class lock. With min_age 0 (the class cannot free anything itself), tries
- * the classes holding the most pages; otherwise only the class whose items
- * last longest (slab_age_locked), if that is more than SLAB_REBALANCE_RATIO
- * times min_age. Returns the page, no longer owned by any class, or NULL. */
+ * the classes whose pages hold the fewest items, so that the move costs as
+ * few items as it can (a class of large items, or one whose page is mostly
+ * free, before a full class of small ones). Otherwise only the class that
+ * has gone longest without evicting (slab_idle_locked), if that is more than
+ * SLAB_REBALANCE_RATIO times min_age. Returns the page, no longer owned by
+ * any class, or NULL. */
 static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, uint64_t min_age)
 {
     bool tried[STORAGE_MAX_CLASSES + 1] = {false};
@@ -711,7 +727,10 @@ static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, 
                 continue;
             }
             pthread_mutex_lock(&cls->lock);
-            uint64_t age = cls->npages > 0 ? slab_age_locked(st, cls) : 0;
+            uint64_t age = 0;
+            if (cls->npages > 0 && slab_idle_locked(st, cls) > min_age) {
+                age = slab_age_locked(st, cls);
+            }
             pthread_mutex_unlock(&cls->lock);
             if (age > oldest) {
                 oldest = age;
@@ -728,11 +747,15 @@ static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, 
     }
     for (unsigned round = 0; round < rounds; round++) {
         unsigned victim = 0;
-        size_t most = 0;
+        uint64_t least = UINT64_MAX;
         for (unsigned c = 1; c <= st->nclasses; c++) {
             size_t np = __atomic_load_n(&st->classes[c].npages, __ATOMIC_RELAXED);
-            if (!tried[c] && np > most) {
-                most = np;
+            if (tried[c] || np == 0) {
+                continue;
+            }
+            uint64_t per_page = __atomic_load_n(&st->classes[c].number, __ATOMIC_RELAXED) / np;
+            if (per_page < least) {
+                least = per_page;
                 victim = c;
             }
         }
