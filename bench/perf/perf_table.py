@@ -151,12 +151,13 @@ def preload(port, value_size, keys):
           ["--keys", str(keys)])
 
 
-def idle_conn_bytes(binary, port):
+def idle_conn_bytes(binary, port, maxconns=None):
+    """RSS delta per connection over IDLE_CONNS idle ones; -c is IDLE_CONNS + 100 unless given."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = IDLE_CONNS + 1000
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
-    proc = start(binary, port, ["-c", str(IDLE_CONNS + 100)])
+    proc = start(binary, port, ["-c", str(maxconns or IDLE_CONNS + 100)])
     socks = []
     try:
         # One connection served first, so lazily made per-worker state exists before the baseline.

@@ -13,9 +13,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -57,7 +60,74 @@ static void registry_set(struct server *srv, int fd, struct conn *c)
     pthread_mutex_unlock(&srv->stats_lock);
 }
 
-struct conn *conn_create(struct worker *w, int fd, const char *peer, const char *listen_addr,
+/* Keeps the peer's address in the connection's few bytes for it. */
+static void peer_save(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    c->peer_family = CONN_PEER_UNKNOWN;
+    if (c->is_udp || getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        memcpy(c->peer_addr, &sin->sin_addr, sizeof(sin->sin_addr));
+        c->peer_port = ntohs(sin->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        memcpy(c->peer_addr, &sin6->sin6_addr, sizeof(sin6->sin6_addr));
+        c->peer_port = ntohs(sin6->sin6_port);
+    }
+    c->peer_family = ss.ss_family < CONN_PEER_UNKNOWN ? (uint8_t)ss.ss_family : CONN_PEER_UNKNOWN;
+}
+
+void conn_peer_name(const struct conn *c, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "";
+    if (c->is_udp) {
+        /* The socket's own address, which never changes. */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char nhost[NI_MAXHOST], nport[NI_MAXSERV];
+        snprintf(out, cap, "udp");
+        if (getsockname(c->fd, (struct sockaddr *)&ss, &len) == 0 &&
+            getnameinfo((struct sockaddr *)&ss, len, nhost, sizeof(nhost), nport, sizeof(nport),
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            snprintf(out, cap, ss.ss_family == AF_INET6 ? "udp6:[%s]:%s" : "udp:%s:%s", nhost,
+                     nport);
+        }
+        return;
+    }
+    switch (c->peer_family) {
+    case CONN_PEER_UNKNOWN:
+        snprintf(out, cap, "?");
+        break;
+    case AF_INET:
+        inet_ntop(AF_INET, c->peer_addr, host, sizeof(host));
+        snprintf(out, cap, "tcp:%s:%u", host, c->peer_port);
+        break;
+    case AF_INET6:
+        inet_ntop(AF_INET6, c->peer_addr, host, sizeof(host));
+        snprintf(out, cap, "tcp6:[%s]:%u", host, c->peer_port);
+        break;
+    case AF_UNIX:
+        /* An unnamed unix peer, shown as memcached shows it. */
+        snprintf(out, cap, "?:<AF 0>");
+        break;
+    default:
+        snprintf(out, cap, "?:<AF %d>", c->peer_family);
+        break;
+    }
+}
+
+static void emit_conn_event(struct conn *c, const char *reason)
+{
+    char peer[CONN_PEER_NAME_MAX];
+    conn_peer_name(c, peer, sizeof(peer));
+    watch_emit_conn(c->w->srv->watch, peer, c->fd, reason);
+}
+
+struct conn *conn_create(struct worker *w, int fd, bool udp, const char *listen_addr,
                          const struct transport *tp, void *tstate, struct uring *ring)
 {
     struct conn *c = calloc(1, sizeof(*c));
@@ -66,21 +136,21 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
     }
     c->w = w;
     c->fd = fd;
+    c->is_udp = udp;
     c->tp = tp;
     c->io = (struct transport_conn){fd, tstate};
     conn_set_state(c, CONN_NEW_CMD);
     c->listen_addr = listen_addr;
-    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    peer_save(c);
     conn_set_last_cmd(c, clock_now(&w->srv->clock));
     c->ev_flags = EV_READ | EV_PERSIST;
-    c->ev = event_new(w->base, fd, c->ev_flags, conn_event_cb, c);
-    if (c->ev != NULL && ring != NULL) {
+    if (ring != NULL) {
         c->ring = uring_op_new(ring, fd, conn_ring_done, c);
     }
-    if (c->ev == NULL || (ring != NULL ? c->ring == NULL : event_add(c->ev, NULL) != 0)) {
-        if (c->ev != NULL) {
-            event_free(c->ev);
-        }
+    /* On a ring the event is never added, only activated (ring_next). */
+    if (event_assign(&c->ev, w->base, fd, c->ev_flags, conn_event_cb, c) != 0 ||
+        (ring != NULL ? c->ring == NULL : event_add(&c->ev, NULL) != 0)) {
+        uring_op_free(c->ring);
         free(c);
         return NULL;
     }
@@ -96,14 +166,64 @@ struct conn *conn_create(struct worker *w, int fd, const char *peer, const char 
         log_msg(LOG_DEBUG, "<%d new auto-negotiating client connection", fd);
     }
     if (watch_wants(srv->watch, WATCH_CONNEVENTS)) {
-        watch_emit_conn(srv->watch, c->peer, fd, NULL);
+        emit_conn_event(c, NULL);
     }
     if (c->ring != NULL) {
         /* The first recv is queued from the loop (conn_event_cb), where a
          * failure can close the connection. */
-        event_active(c->ev, EV_READ, 0);
+        event_active(&c->ev, EV_READ, 0);
     }
     return c;
+}
+
+struct conn_ext *conn_ext(struct conn *c)
+{
+    if (c->ext != NULL) {
+        return c->ext;
+    }
+    struct worker *w = c->w;
+    if (w->spare_ext != NULL) {
+        c->ext = w->spare_ext;
+        w->spare_ext = NULL;
+        memset(c->ext, 0, sizeof(*c->ext));
+    } else {
+        c->ext = calloc(1, sizeof(*c->ext));
+    }
+    return c->ext;
+}
+
+/* Releases what the extension holds (its storage command, dump, SASL state,
+ * marks) and the extension itself. */
+static void ext_free(struct conn *c)
+{
+    struct conn_ext *x = c->ext;
+    if (x == NULL) {
+        return;
+    }
+    storage_release(c->w->srv->storage, &x->item);
+    free(x->meta_pending);
+    dump_release(c);
+    auth_sasl_conn_free(&x->sasl);
+    free(x->marks);
+    free(x);
+    c->ext = NULL;
+}
+
+/* An idle connection gives its extension back when nothing in it is in use. */
+static void ext_trim(struct conn *c)
+{
+    const struct conn_ext *x = c->ext;
+    if (x == NULL || c->state != CONN_NEW_CMD || x->item != NULL || x->meta_pending != NULL ||
+        x->dump != NULL || x->watcher != NULL || x->sasl != NULL || x->auth_ascii.started ||
+        x->marks != NULL) {
+        return;
+    }
+    if (c->w->spare_ext == NULL) {
+        c->w->spare_ext = c->ext;
+    } else {
+        free(c->ext);
+    }
+    c->ext = NULL;
 }
 
 static void release_output(struct conn *c)
@@ -117,7 +237,9 @@ static void release_output(struct conn *c)
     c->nsegs = c->seg_sent = c->seg_off = 0;
     c->wlen = 0;
     c->out_bytes = 0;
-    c->nmarks = 0;
+    if (c->ext != NULL) {
+        c->ext->nmarks = 0;
+    }
 }
 
 static void free_rbuf(struct conn *c)
@@ -140,15 +262,12 @@ static void conn_release(struct conn *c)
     struct worker *w = c->w;
     struct server *srv = w->srv;
     uring_op_free(c->ring);
+    c->ring = NULL;
     release_output(c);
-    storage_release(srv->storage, &c->item);
-    free(c->meta_pending);
-    dump_release(c);
-    auth_sasl_conn_free(&c->sasl);
+    ext_free(c);
     free_rbuf(c);
     free(c->wbuf);
     free(c->segs);
-    free(c->marks);
     __atomic_sub_fetch(&srv->counters.conn_structures, 1, __ATOMIC_RELAXED);
     free(c);
 }
@@ -161,14 +280,13 @@ static void conn_free(struct conn *c, bool keep_fd)
 {
     struct worker *w = c->w;
     struct server *srv = w->srv;
-    event_free(c->ev);
-    c->ev = NULL;
+    event_del(&c->ev);
     registry_set(srv, c->fd, NULL);
     if (!keep_fd) {
         c->tp->close(&c->io);
         __atomic_sub_fetch(&srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
-        if (c->watcher != NULL) {
-            watch_cancel(srv->watch, c->watcher);
+        if (c->ext != NULL && c->ext->watcher != NULL) {
+            watch_cancel(srv->watch, c->ext->watcher);
         }
     }
     if (c->prev != NULL) {
@@ -194,7 +312,7 @@ void conn_close(struct conn *c, const char *reason)
         log_msg(LOG_DEBUG, "<%d connection closed (%s).", c->fd, reason);
     }
     if (!c->is_udp && watch_wants(srv->watch, WATCH_CONNEVENTS)) {
-        watch_emit_conn(srv->watch, c->peer, c->fd, reason);
+        emit_conn_event(c, reason);
     }
     conn_free(c, false);
 }
@@ -203,13 +321,13 @@ void conn_close(struct conn *c, const char *reason)
  * its socket to the watch hub. */
 static void conn_finish(struct conn *c)
 {
-    if (c->watcher == NULL) {
+    if (c->ext == NULL || c->ext->watcher == NULL) {
         conn_close(c, c->close_error ? "error" : "normal");
         return;
     }
     struct server *srv = c->w->srv;
     int fd = c->fd;
-    struct watcher *wt = c->watcher;
+    struct watcher *wt = c->ext->watcher;
     conn_free(c, true);
     if (watch_attach(srv->watch, wt, fd) != 0) {
         close(fd);
@@ -240,12 +358,15 @@ void conn_out_flatten(const struct conn *c, char *dst)
 void conn_reset(struct conn *c)
 {
     release_output(c);
-    storage_release(c->w->srv->storage, &c->item);
-    free(c->meta_pending);
-    c->meta_pending = NULL;
-    dump_release(c);
+    struct conn_ext *x = c->ext;
+    if (x != NULL) {
+        storage_release(c->w->srv->storage, &x->item);
+        free(x->meta_pending);
+        x->meta_pending = NULL;
+        dump_release(c);
+        x->swallow = 0;
+    }
     conn_set_state(c, CONN_NEW_CMD);
-    c->swallow = 0;
     c->rstart = c->rlen = 0;
     c->close_after_write = c->close_now = false;
 }
@@ -363,19 +484,23 @@ void conn_mark_response(struct conn *c, bool keep_empty)
     if (!c->is_udp) {
         return;
     }
-    if (!keep_empty && c->nmarks > 0 && c->marks[c->nmarks - 1] == c->out_bytes) {
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        return; /* the response joins the previous message */
+    }
+    if (!keep_empty && x->nmarks > 0 && x->marks[x->nmarks - 1] == c->out_bytes) {
         return;
     }
-    if (c->nmarks == c->markcap) {
-        uint32_t cap = c->markcap ? c->markcap * 2 : 16;
-        uint32_t *m = realloc(c->marks, cap * sizeof(*m));
+    if (x->nmarks == x->markcap) {
+        uint32_t cap = x->markcap ? x->markcap * 2 : 16;
+        uint32_t *m = realloc(x->marks, cap * sizeof(*m));
         if (m == NULL) {
-            return; /* the response joins the previous message */
+            return;
         }
-        c->marks = m;
-        c->markcap = cap;
+        x->marks = m;
+        x->markcap = cap;
     }
-    c->marks[c->nmarks++] = c->out_bytes;
+    x->marks[x->nmarks++] = c->out_bytes;
 }
 
 /* The unsent output as at most IOV_BATCH iovecs; returns how many. */
@@ -421,7 +546,9 @@ static void out_drained(struct conn *c)
     c->nsegs = c->seg_sent = c->seg_off = 0;
     c->wlen = 0;
     c->out_bytes = 0;
-    c->nmarks = 0;
+    if (c->ext != NULL) {
+        c->ext->nmarks = 0;
+    }
     if (c->wsize > WBUF_KEEP || c->state == CONN_NEW_CMD) {
         /* Idle connections hold no write buffer; the worker keeps one for the next. */
         if (c->wsize == WBUF_SIZE && c->w->spare_wbuf == NULL) {
@@ -469,9 +596,9 @@ static void set_events(struct conn *c, short flags)
     if (c->ev_flags == flags) {
         return;
     }
-    event_del(c->ev);
-    event_assign(c->ev, c->w->base, c->fd, flags, conn_event_cb, c);
-    event_add(c->ev, NULL);
+    event_del(&c->ev);
+    event_assign(&c->ev, c->w->base, c->fd, flags, conn_event_cb, c);
+    event_add(&c->ev, NULL);
     c->ev_flags = flags;
 }
 
@@ -520,8 +647,9 @@ static bool read_target(struct conn *c, char **dst, size_t *room, bool *into_ite
 {
     *into_item = c->state == CONN_NREAD && c->rlen == 0;
     if (*into_item) {
-        *dst = storage_item_value(c->item) + c->item_done;
-        *room = c->item_need - c->item_done;
+        /* CONN_NREAD is entered only with c->ext made. */
+        *dst = storage_item_value(c->ext->item) + c->ext->item_done;
+        *room = c->ext->item_need - c->ext->item_done;
         return true;
     }
     if (!rbuf_make_room(c)) {
@@ -538,7 +666,7 @@ static void read_account(struct conn *c, size_t n, bool into_item)
 {
     STAT_ADD(&c->w->stats, bytes_read, (uint64_t)n);
     if (into_item) {
-        c->item_done += (uint32_t)n;
+        c->ext->item_done += (uint32_t)n;
     } else {
         c->rlen += (uint32_t)n;
     }
@@ -615,27 +743,29 @@ bool conn_run(struct conn *c, bool *yielded)
     struct server *srv = c->w->srv;
     int budget = srv->settings->reqs_per_event;
     *yielded = false;
-    if (c->dump != NULL) {
+    if (c->ext != NULL && c->ext->dump != NULL) {
         /* A dump goes on alone, one stretch per drained output; requests
          * pipelined behind it wait for its end. */
         dump_continue(c);
-        if (c->dump != NULL) {
+        if (c->ext->dump != NULL) {
             *yielded = true;
             return true;
         }
     }
     while (!c->close_after_write) {
+        /* CONN_NREAD and CONN_SWALLOW are entered only with c->ext made. */
         if (c->state == CONN_NREAD) {
-            if (c->rlen > 0 && c->item_done < c->item_need) {
-                size_t n = c->item_need - c->item_done;
+            struct conn_ext *x = c->ext;
+            if (c->rlen > 0 && x->item_done < x->item_need) {
+                size_t n = x->item_need - x->item_done;
                 if (n > c->rlen) {
                     n = c->rlen;
                 }
-                memcpy(storage_item_value(c->item) + c->item_done, c->rbuf + c->rstart, n);
-                c->item_done += (uint32_t)n;
+                memcpy(storage_item_value(x->item) + x->item_done, c->rbuf + c->rstart, n);
+                x->item_done += (uint32_t)n;
                 consume(c, n);
             }
-            if (c->item_done < c->item_need) {
+            if (x->item_done < x->item_need) {
                 return true;
             }
             conn_set_state(c, CONN_NEW_CMD);
@@ -643,10 +773,11 @@ bool conn_run(struct conn *c, bool *yielded)
             continue;
         }
         if (c->state == CONN_SWALLOW) {
-            size_t n = c->swallow < c->rlen ? (size_t)c->swallow : c->rlen;
+            struct conn_ext *x = c->ext;
+            size_t n = x->swallow < c->rlen ? (size_t)x->swallow : c->rlen;
             consume(c, n);
-            c->swallow -= n;
-            if (c->swallow > 0) {
+            x->swallow -= n;
+            if (x->swallow > 0) {
                 return true;
             }
             conn_set_state(c, CONN_NEW_CMD);
@@ -701,7 +832,7 @@ bool conn_run(struct conn *c, bool *yielded)
          * never reads from the socket. */
         process_text(c, &req);
         consume(c, used);
-        if (c->dump != NULL) {
+        if (c->ext != NULL && c->ext->dump != NULL) {
             *yielded = true; /* dump_continue() runs on the next pass */
             return true;
         }
@@ -733,10 +864,12 @@ static void ring_recv(struct conn *c)
 {
     char *dst;
     size_t room;
-    if (!read_target(c, &dst, &room, &c->ring_into_item)) {
+    bool into_item;
+    if (!read_target(c, &dst, &room, &into_item)) {
         ring_send(c); /* the error reply, then close */
         return;
     }
+    c->ring_into_item = into_item;
     c->ring_sending = false;
     if (uring_recv(c->ring, dst, room) != 0) {
         conn_close(c, "error");
@@ -801,8 +934,13 @@ static void ring_next(struct conn *c, bool yielded)
         return;
     }
     if (yielded) {
-        event_active(c->ev, EV_READ, 0);
+        event_active(&c->ev, EV_READ, 0);
         return;
+    }
+    if (c->state == CONN_NEW_CMD && c->rlen == 0) {
+        /* Idle again: the extension goes back (the read buffer stays, as
+         * the recv's target). */
+        ext_trim(c);
     }
     ring_recv(c);
 }
@@ -851,12 +989,13 @@ void conn_drive(struct conn *c)
     }
     if (c->state == CONN_NEW_CMD && c->rlen == 0) {
         free_rbuf(c);
+        ext_trim(c);
     }
     set_events(c, EV_READ | EV_PERSIST);
     /* A TLS record may hold more than one read took: the socket will not
      * signal those bytes again. */
     if (yielded || (c->tp->pending != NULL && c->tp->pending(&c->io))) {
-        event_active(c->ev, EV_READ, 0);
+        event_active(&c->ev, EV_READ, 0);
     }
 }
 
@@ -884,7 +1023,7 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* While a dump streams, requests behind it stay in the socket; a ring's
      * connection gets here only to start or to resume after a yield. */
-    ssize_t n = c->dump != NULL || c->ring != NULL ? -2 : conn_read(c);
+    ssize_t n = (c->ext != NULL && c->ext->dump != NULL) || c->ring != NULL ? -2 : conn_read(c);
     if (n == -1) {
         conn_close(c, "error");
         return;

@@ -27,7 +27,12 @@ bool conn_auth_binary(struct conn *c, enum bin_result r, const struct bin_reques
         if (n > AUTH_SASL_DATA_MAX) {
             process_binary_sasl(c, req, NULL, 0, true);
             conn_consume(c, used);
-            c->swallow = n;
+            struct conn_ext *x = conn_ext(c);
+            if (x == NULL) {
+                c->close_after_write = true; /* nowhere to count the bytes to discard */
+                return true;
+            }
+            x->swallow = n;
             c->state = CONN_SWALLOW;
             return true;
         }
@@ -62,8 +67,12 @@ int conn_auth_text(struct conn *c)
     size_t used = 0;
     const char *reply = NULL;
     enum auth_ascii_outcome outcome;
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        return -1;
+    }
     enum auth_ascii_result r = auth_ascii_step(
-        &c->auth_ascii, c->w->srv->authfile, c->rbuf + c->rstart, c->rlen, &used, &reply, &outcome);
+        &x->auth_ascii, c->w->srv->authfile, c->rbuf + c->rstart, c->rlen, &used, &reply, &outcome);
     if (r == AUTH_ASCII_NEED_MORE) {
         return 0;
     }

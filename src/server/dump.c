@@ -4,7 +4,7 @@
  * the rest of the "lru_crawler" family.
  *
  * metadump and mgdump stream: a dump in progress hangs off the connection
- * (c->dump) and produces the next stretch of lines only when the previous
+ * (c->ext->dump) and produces the next stretch of lines only when the previous
  * stretch has been written, so a dump of any size holds at most about
  * DUMP_STEP_BYTES of output at a time. The walk goes through the storage
  * engine's parts one at a time (storage_walk), each under one short lock.
@@ -153,13 +153,15 @@ static void dump_free(struct conn_dump *d)
 
 void dump_release(struct conn *c)
 {
-    dump_free(c->dump);
-    c->dump = NULL;
+    if (c->ext != NULL) {
+        dump_free(c->ext->dump);
+        c->ext->dump = NULL;
+    }
 }
 
 void dump_continue(struct conn *c)
 {
-    struct conn_dump *d = c->dump;
+    struct conn_dump *d = c->ext != NULL ? c->ext->dump : NULL;
     if (d == NULL) {
         return;
     }
@@ -235,7 +237,8 @@ static void start_dump(struct conn *c, enum dump_kind kind, const struct text_to
         conn_out_str(c, "SERVER_ERROR dumps are not served over UDP");
         return;
     }
-    struct conn_dump *d = calloc(1, sizeof(*d));
+    struct conn_ext *x = conn_ext(c);
+    struct conn_dump *d = x != NULL ? calloc(1, sizeof(*d)) : NULL;
     if (d == NULL) {
         conn_out_str(c, "SERVER_ERROR out of memory");
         return;
@@ -247,7 +250,7 @@ static void start_dump(struct conn *c, enum dump_kind kind, const struct text_to
         conn_out_str(c, "BADCLASS invalid class id");
         return;
     }
-    c->dump = d;
+    x->dump = d;
 }
 
 static bool parse_uint(const struct text_token *t, uint32_t max, uint32_t *out)

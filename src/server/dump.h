@@ -9,12 +9,12 @@
 #include "text.h"
 
 /* "lru_crawler <sub> [arg]". metadump and mgdump leave a dump in progress on
- * the connection (c->dump), which dump_continue() carries on. */
+ * the connection (c->ext->dump), which dump_continue() carries on. */
 void dump_lru_crawler(struct conn *c, const struct text_request *req);
 /* "stats cachedump <class> <limit>": the whole reply at once (2 MB cap). */
 void dump_cachedump(struct conn *c, const struct text_request *req);
 /* Queues the next stretch of a dump in progress; ends and frees it after
- * the last. The connection calls it while c->dump is set and its output
+ * the last. The connection calls it while c->ext->dump is set and its output
  * has drained. */
 void dump_continue(struct conn *c);
 /* Drops a dump in progress (the connection is closing). */

@@ -89,6 +89,13 @@ static enum storage_op store_op(enum text_cmd cmd)
 
 static void process_update(struct conn *c, const struct text_request *req)
 {
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        /* Nowhere to note the data block that follows: answer, then close. */
+        reply(c, "SERVER_ERROR out of memory storing object");
+        c->close_after_write = true;
+        return;
+    }
     struct item *it = NULL;
     uint64_t hv;
     int rc = ops_alloc(c, req->key.p, req->key.len, req->flags, req->exptime, req->bytes,
@@ -96,32 +103,33 @@ static void process_update(struct conn *c, const struct text_request *req)
     if (rc != STORAGE_OK) {
         reply(c, rc == STORAGE_E2BIG ? "SERVER_ERROR object too large for cache"
                                      : "SERVER_ERROR out of memory storing object");
-        c->swallow = (uint64_t)req->bytes + 2;
+        x->swallow = (uint64_t)req->bytes + 2;
         conn_set_state(c, CONN_SWALLOW);
         return;
     }
-    c->item = it;
-    c->item_cmd = req->cmd;
-    c->item_cas = req->cas;
-    c->item_hv = hv;
-    c->item_done = 0;
-    c->item_need = req->bytes + 2;
+    x->item = it;
+    x->item_cmd = req->cmd;
+    x->item_cas = req->cas;
+    x->item_hv = hv;
+    x->item_done = 0;
+    x->item_need = req->bytes + 2;
     conn_set_state(c, CONN_NREAD);
 }
 
 void process_complete_nread(struct conn *c)
 {
     struct server *srv = srv_of(c);
-    struct item *it = c->item;
+    struct conn_ext *x = c->ext;
+    struct item *it = x->item;
     if (c->binary) {
         process_binary_complete_nread(c);
         return;
     }
-    if (c->item_cmd == TEXT_CMD_META) {
+    if (x->item_cmd == TEXT_CMD_META) {
         process_meta_complete_nread(c);
         return;
     }
-    c->item = NULL;
+    x->item = NULL;
     const char *end = storage_item_value(it) + storage_item_nbytes(it);
     if (end[0] != '\r' || end[1] != '\n') {
         /* memcached counts the attempt before it checks the terminator. */
@@ -132,8 +140,8 @@ void process_complete_nread(struct conn *c)
         return;
     }
     enum storage_store_outcome out;
-    enum storage_op op = store_op(c->item_cmd);
-    int rc = ops_store(c, it, op, c->item_cas, c->item_hv, &out, NULL);
+    enum storage_op op = store_op(x->item_cmd);
+    int rc = ops_store(c, it, op, x->item_cas, x->item_hv, &out, NULL);
     if (rc != STORAGE_OK && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
         reply(c, "SERVER_ERROR out of memory storing object");
         return;
@@ -310,12 +318,16 @@ static void process_watch(struct conn *c, const struct text_request *req)
 {
     struct server *srv = srv_of(c);
     unsigned flags;
+    struct conn_ext *x;
     if (!srv->settings->watch_enabled) {
         reply(c, "CLIENT_ERROR watch commands not allowed");
-    } else if (c->is_udp || c->tp != &transport_plain || c->watcher != NULL || srv->watch == NULL ||
+    } else if (c->is_udp || c->tp != &transport_plain ||
+               (c->ext != NULL && c->ext->watcher != NULL) || srv->watch == NULL ||
                watch_parse_flags(req->args + 1, req->nargs - 1, &flags) != 0) {
         reply(c, "ERROR");
-    } else if ((c->watcher = watch_reserve(srv->watch, flags)) == NULL) {
+    } else if ((x = conn_ext(c)) == NULL) {
+        reply(c, "SERVER_ERROR out of memory");
+    } else if ((x->watcher = watch_reserve(srv->watch, flags)) == NULL) {
         reply(c, "WATCHER_TOO_MANY log watcher limit reached");
     } else {
         reply(c, "OK");

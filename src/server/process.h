@@ -15,7 +15,7 @@
 
 /* Runs one parsed text request. */
 void process_text(struct conn *c, const struct text_request *req);
-/* Called by the connection once a data block (value + "\r\n") is in c->item. */
+/* Called by the connection once a data block (value + "\r\n") is in c->ext->item. */
 void process_complete_nread(struct conn *c);
 
 #endif

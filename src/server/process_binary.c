@@ -73,6 +73,13 @@ static void process_update(struct conn *c, const struct bin_request *req)
 {
     bool has_extras =
         req->cmd == BIN_OP_SET || req->cmd == BIN_OP_ADD || req->cmd == BIN_OP_REPLACE;
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        /* Nowhere to note the value that follows: answer, then close. */
+        send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_ENOMEM);
+        c->close_after_write = true;
+        return;
+    }
     struct item *it = NULL;
     uint64_t hv;
     int rc = ops_alloc(c, req->key.p, req->key.len, has_extras ? req->flags : 0,
@@ -81,17 +88,17 @@ static void process_update(struct conn *c, const struct bin_request *req)
     if (rc != STORAGE_OK) {
         send_error(c, req->hdr.opcode, req->hdr.opaque,
                    rc == STORAGE_E2BIG ? BIN_STATUS_E2BIG : BIN_STATUS_ENOMEM);
-        c->swallow = bin_swallow_len(req->value_len);
-        conn_set_state(c, c->swallow > 0 ? CONN_SWALLOW : CONN_NEW_CMD);
+        x->swallow = bin_swallow_len(req->value_len);
+        conn_set_state(c, x->swallow > 0 ? CONN_SWALLOW : CONN_NEW_CMD);
         return;
     }
-    c->item = it;
-    c->item_hv = hv;
-    c->item_cas = req->hdr.cas;
-    c->item_done = 0;
-    c->item_need = req->value_len;
-    c->bin_opcode = req->hdr.opcode;
-    c->bin_opaque = req->hdr.opaque;
+    x->item = it;
+    x->item_hv = hv;
+    x->item_cas = req->hdr.cas;
+    x->item_done = 0;
+    x->item_need = req->value_len;
+    x->bin_opcode = req->hdr.opcode;
+    x->bin_opaque = req->hdr.opaque;
     conn_set_state(c, CONN_NREAD);
 }
 
@@ -116,19 +123,21 @@ static enum storage_op store_op(uint8_t base, uint64_t cas)
 
 void process_binary_complete_nread(struct conn *c)
 {
-    struct item *it = c->item;
-    uint8_t opcode = c->bin_opcode;
+    struct conn_ext *x = c->ext;
+    struct item *it = x->item;
+    uint8_t opcode = x->bin_opcode;
+    uint32_t opaque = x->bin_opaque;
     uint8_t base = bin_opcode_base(opcode);
-    enum storage_op op = store_op(base, c->item_cas);
+    enum storage_op op = store_op(base, x->item_cas);
 
-    c->item = NULL;
+    x->item = NULL;
     /* Binary values carry no terminator; the item keeps one for text readers. */
     memcpy(storage_item_value(it) + storage_item_nbytes(it), "\r\n", 2);
     enum storage_store_outcome out;
     uint64_t cas = 0;
-    int rc = ops_store(c, it, op, c->item_cas, c->item_hv, &out, &cas);
+    int rc = ops_store(c, it, op, x->item_cas, x->item_hv, &out, &cas);
     if (rc != STORAGE_OK && op != STORAGE_APPEND && op != STORAGE_PREPEND) {
-        send_error(c, opcode, c->bin_opaque, BIN_STATUS_ENOMEM);
+        send_error(c, opcode, opaque, BIN_STATUS_ENOMEM);
         return;
     }
     if (rc != STORAGE_OK) {
@@ -138,17 +147,17 @@ void process_binary_complete_nread(struct conn *c)
     case STORAGE_STORED:
         if (!bin_opcode_is_quiet(opcode)) {
             char buf[BIN_HEADER_LEN];
-            conn_out(c, buf, bin_compose_ok(buf, opcode, c->bin_opaque, cas));
+            conn_out(c, buf, bin_compose_ok(buf, opcode, opaque, cas));
         }
         break;
     case STORAGE_EXISTS:
-        send_error(c, opcode, c->bin_opaque, BIN_STATUS_KEY_EEXISTS);
+        send_error(c, opcode, opaque, BIN_STATUS_KEY_EEXISTS);
         break;
     case STORAGE_NOT_FOUND:
-        send_error(c, opcode, c->bin_opaque, BIN_STATUS_KEY_ENOENT);
+        send_error(c, opcode, opaque, BIN_STATUS_KEY_ENOENT);
         break;
     default:
-        send_error(c, opcode, c->bin_opaque,
+        send_error(c, opcode, opaque,
                    base == BIN_OP_ADD       ? BIN_STATUS_KEY_EEXISTS
                    : base == BIN_OP_REPLACE ? BIN_STATUS_KEY_ENOENT
                                             : BIN_STATUS_NOT_STORED);
@@ -400,10 +409,16 @@ void process_binary_sasl(struct conn *c, const struct bin_request *req, const ch
                          size_t ndata, bool too_long)
 {
     conn_mark_response(c, true);
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_ENOMEM);
+        c->close_after_write = true;
+        return;
+    }
     if (req->cmd == BIN_OP_SASL_LIST_MECHS) {
         const char *mechs = NULL;
         size_t n = 0;
-        if (auth_sasl_list_mechs(&c->sasl, &mechs, &n)) {
+        if (auth_sasl_list_mechs(&x->sasl, &mechs, &n)) {
             send_body(c, req, BIN_STATUS_OK, mechs, n);
         } else {
             send_error(c, req->hdr.opcode, req->hdr.opaque, BIN_STATUS_AUTH_ERROR);
@@ -417,10 +432,10 @@ void process_binary_sasl(struct conn *c, const struct bin_request *req, const ch
         /* A new exchange drops whatever an earlier one granted. */
         c->authenticated = false;
         if (!too_long) {
-            r = auth_sasl_start(&c->sasl, req->key.p, req->key.len, data, ndata, &out, &outlen);
+            r = auth_sasl_start(&x->sasl, req->key.p, req->key.len, data, ndata, &out, &outlen);
         }
     } else if (!too_long) {
-        r = auth_sasl_step(&c->sasl, data, ndata, &out, &outlen);
+        r = auth_sasl_step(&x->sasl, data, ndata, &out, &outlen);
     }
     struct thread_stats *ts = &c->w->stats;
     switch (r) {
@@ -452,10 +467,15 @@ void process_binary_error(struct conn *c, const struct bin_request *req)
 {
     conn_mark_response(c, true);
     send_error(c, req->hdr.opcode, req->hdr.opaque, req->err_status);
+    struct conn_ext *x;
     if (req->err_close) {
         c->close_after_write = true;
     } else if (req->err_swallow > 0) {
-        c->swallow = req->err_swallow;
+        if ((x = conn_ext(c)) == NULL) {
+            c->close_after_write = true; /* nowhere to count the bytes to discard */
+            return;
+        }
+        x->swallow = req->err_swallow;
         conn_set_state(c, CONN_SWALLOW);
     }
 }

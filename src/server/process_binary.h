@@ -24,7 +24,7 @@ void process_binary_error(struct conn *c, const struct bin_request *req);
 void process_binary_sasl(struct conn *c, const struct bin_request *req, const char *data,
                          size_t ndata, bool too_long);
 void process_binary_refuse(struct conn *c, const struct bin_request *req);
-/* Called once a SET-family value is in c->item. */
+/* Called once a SET-family value is in c->ext->item. */
 void process_binary_complete_nread(struct conn *c);
 
 #endif

@@ -217,7 +217,12 @@ static enum storage_op store_op_of(enum meta_store_op op)
 static void ms_refuse(struct conn *c, const struct meta_request *req, enum meta_error err)
 {
     reply_error(c, err);
-    c->swallow = req->read_len;
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        c->close_after_write = true; /* nowhere to count the bytes to discard */
+        return;
+    }
+    x->swallow = req->read_len;
     conn_set_state(c, CONN_SWALLOW);
 }
 
@@ -225,6 +230,12 @@ static void meta_ms(struct conn *c, const struct meta_request *req)
 {
     struct server *srv = srv_of(c);
     struct thread_stats *ts = &c->w->stats;
+    struct conn_ext *x = conn_ext(c);
+    if (x == NULL) {
+        reply_error(c, META_ERR_OOM_STORE);
+        c->close_after_write = true; /* nowhere to note the data block that follows */
+        return;
+    }
     uint64_t hv;
     struct item *it = NULL;
     /* ops_alloc counts the failure and drops the old value: 1.6.18 never
@@ -253,14 +264,14 @@ static void meta_ms(struct conn *c, const struct meta_request *req)
     if (req->key_binary) {
         storage_item_set_key_binary(it);
     }
-    free(c->meta_pending);
-    c->meta_pending = p;
-    c->item = it;
-    c->item_cmd = TEXT_CMD_META;
-    c->item_cas = req->cas;
-    c->item_hv = hv;
-    c->item_done = 0;
-    c->item_need = (uint32_t)req->read_len;
+    free(x->meta_pending);
+    x->meta_pending = p;
+    x->item = it;
+    x->item_cmd = TEXT_CMD_META;
+    x->item_cas = req->cas;
+    x->item_hv = hv;
+    x->item_done = 0;
+    x->item_need = (uint32_t)req->read_len;
     conn_set_state(c, CONN_NREAD);
 }
 
@@ -268,10 +279,11 @@ void process_meta_complete_nread(struct conn *c)
 {
     struct server *srv = srv_of(c);
     struct thread_stats *ts = &c->w->stats;
-    struct meta_pending *p = c->meta_pending;
-    struct item *it = c->item;
-    c->meta_pending = NULL;
-    c->item = NULL;
+    struct conn_ext *x = c->ext;
+    struct meta_pending *p = x->meta_pending;
+    struct item *it = x->item;
+    x->meta_pending = NULL;
+    x->item = NULL;
     if (p == NULL) {
         storage_release(srv->storage, &it);
         return;
@@ -290,7 +302,7 @@ void process_meta_complete_nread(struct conn *c)
     }
     enum storage_op op = store_op_of(req->store_op);
     struct storage_mstore_result r;
-    int rc = storage_meta_store(srv->storage, it, op, req->cas, req->invalidate, c->item_hv,
+    int rc = storage_meta_store(srv->storage, it, op, req->cas, req->invalidate, x->item_hv,
                                 clock_now(&srv->clock), &r);
     storage_release(srv->storage, &it);
     count_lookup(ts, r.lookup);

@@ -20,6 +20,7 @@
 #include "storage.h"
 
 struct conn;
+struct conn_ext;
 struct listener;
 struct prefix_stats;
 struct watch;
@@ -41,10 +42,11 @@ struct worker {
     struct pending_conn *queue_head, *queue_tail;
     struct conn *conns; /* every connection this worker owns */
     struct thread_stats stats;
-    struct uring *ring; /* -o io_uring, else NULL (uring.h) */
-    char *spare_rbuf;   /* one cached read buffer, reused across connections */
-    char *spare_wbuf;   /* likewise one write buffer (WBUF_SIZE) and one segment */
-    void *spare_segs;   /* array (SEGS_MIN), so a request batch allocates nothing */
+    struct uring *ring;         /* -o io_uring, else NULL (uring.h) */
+    char *spare_rbuf;           /* one cached read buffer, reused across connections */
+    char *spare_wbuf;           /* likewise one write buffer (WBUF_SIZE) and one segment */
+    void *spare_segs;           /* array (SEGS_MIN), so a request batch allocates nothing */
+    struct conn_ext *spare_ext; /* and one connection extension (conn.h) */
     bool stopping;
 };
 

@@ -886,7 +886,7 @@ void settings_render(const struct settings *s,
     emit(ctx, "ssl_min_version", tls_names[s->ssl_min_version]);
     emit_int(emit, ctx, "num_napi_ids", s->num_napi_ids);
     emit(ctx, "memory_file", s->memory_file ? s->memory_file : "(null)");
-    emit(ctx, "eviction_policy", "sieve");
+    emit(ctx, "eviction_policy", "s3fifo");
     emit_int(emit, ctx, "metrics_port", s->metrics_port);
     emit(ctx, "io_uring", s->io_uring ? "yes" : "no");
 }

@@ -274,6 +274,7 @@ void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_f
 {
     rel_time_t now = clock_now(&srv->clock);
     char name[64];
+    char peer[CONN_PEER_NAME_MAX];
     for (int i = 0; i < srv->nlisteners; i++) {
         const struct listener *l = &srv->listeners[i];
         snprintf(name, sizeof(name), "%d:addr", l->fd);
@@ -291,11 +292,12 @@ void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_f
         }
         rel_time_t last = __atomic_load_n(&c->last_cmd_time, __ATOMIC_RELAXED);
         enum conn_state st = __atomic_load_n(&c->state, __ATOMIC_RELAXED);
+        conn_peer_name(c, peer, sizeof(peer));
         if (c->is_udp) {
             snprintf(name, sizeof(name), "%d:UDP", fd);
             emit(ctx, name, "UDP");
             snprintf(name, sizeof(name), "%d:addr", fd);
-            emit(ctx, name, c->peer);
+            emit(ctx, name, peer);
             snprintf(name, sizeof(name), "%d:state", fd);
             emit(ctx, name, "conn_read");
             continue;
@@ -306,7 +308,7 @@ void stats_render_conns(struct server *srv, const struct conn *self, stat_emit_f
             state = c == self ? "conn_parse_cmd" : "conn_read";
         }
         snprintf(name, sizeof(name), "%d:addr", fd);
-        emit(ctx, name, c->peer);
+        emit(ctx, name, peer);
         snprintf(name, sizeof(name), "%d:listen_addr", fd);
         emit(ctx, name, c->listen_addr ? c->listen_addr : "");
         snprintf(name, sizeof(name), "%d:state", fd);

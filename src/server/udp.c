@@ -162,7 +162,8 @@ static void udp_send_message(struct conn *c, const struct udp_state *u, const ch
 static void udp_send_reply(struct conn *c, const struct udp_state *u)
 {
     size_t total = conn_out_pending(c);
-    if ((total == 0 && c->nmarks == 0) || total > UDP_REPLY_MAX) {
+    uint32_t nmarks = c->ext != NULL ? c->ext->nmarks : 0;
+    if ((total == 0 && nmarks == 0) || total > UDP_REPLY_MAX) {
         return;
     }
     char *flat = malloc(total > 0 ? total : 1);
@@ -171,8 +172,8 @@ static void udp_send_reply(struct conn *c, const struct udp_state *u)
     }
     conn_out_flatten(c, flat);
     size_t start = 0;
-    for (uint32_t m = 0; m <= c->nmarks; m++) {
-        size_t end = m < c->nmarks ? c->marks[m] : total;
+    for (uint32_t m = 0; m <= nmarks; m++) {
+        size_t end = m < nmarks ? c->ext->marks[m] : total;
         if (end < start || end > total) {
             continue;
         }
@@ -233,25 +234,13 @@ static void udp_event_cb(evutil_socket_t fd, short what, void *arg)
 
 int udp_attach(struct worker *w, int fd)
 {
-    char name[80] = "udp";
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-        char host[NI_MAXHOST], port[NI_MAXSERV];
-        if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
-                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-            snprintf(name, sizeof(name), ss.ss_family == AF_INET6 ? "udp6:[%s]:%s" : "udp:%s:%s",
-                     host, port);
-        }
-    }
-    struct conn *c = conn_create(w, fd, name, NULL, &transport_plain, NULL, NULL);
+    struct conn *c = conn_create(w, fd, true, NULL, &transport_plain, NULL, NULL);
     if (c == NULL) {
         return -1;
     }
-    c->is_udp = true;
-    event_del(c->ev);
-    event_assign(c->ev, w->base, fd, EV_READ | EV_PERSIST, udp_event_cb, c);
-    event_add(c->ev, NULL);
+    event_del(&c->ev);
+    event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, udp_event_cb, c);
+    event_add(&c->ev, NULL);
     __atomic_add_fetch(&w->srv->counters.curr_conns, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->srv->counters.total_conns, 1, __ATOMIC_RELAXED);
     return 0;

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <linux/sockios.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -30,31 +29,6 @@ struct pending_conn {
     bool tls;
     const char *listen_addr;
 };
-
-static void peer_name(int fd, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
-        snprintf(out, cap, "?");
-        return;
-    }
-    char host[INET6_ADDRSTRLEN] = "";
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-        snprintf(out, cap, "tcp:%s:%u", host, ntohs(sin->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-        snprintf(out, cap, "tcp6:[%s]:%u", host, ntohs(sin6->sin6_port));
-    } else if (ss.ss_family == AF_UNIX) {
-        /* An unnamed unix peer, shown as memcached shows it. */
-        snprintf(out, cap, "?:<AF 0>");
-    } else {
-        snprintf(out, cap, "?:<AF %d>", ss.ss_family);
-    }
-}
 
 static void worker_close_all(struct worker *w, const char *reason)
 {
@@ -79,15 +53,13 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     while (list != NULL) {
         struct pending_conn *p = list;
         list = p->next;
-        char peer[64];
-        peer_name(p->fd, peer, sizeof(peer));
         const struct transport *tp = p->tls ? &transport_tls : &transport_plain;
         struct transport_conn io = {p->fd, NULL};
         if (!stopping && p->tls) {
             io.state = tls_session_create(w->srv->tls, p->fd);
         }
         if (stopping || (p->tls && io.state == NULL) ||
-            conn_create(w, p->fd, peer, p->listen_addr, tp, io.state, p->tls ? NULL : w->ring) ==
+            conn_create(w, p->fd, false, p->listen_addr, tp, io.state, p->tls ? NULL : w->ring) ==
                 NULL) {
             if (io.state != NULL) {
                 tp->close(&io);
@@ -185,6 +157,12 @@ static void workers_rings(struct server *srv)
 
 int workers_start(struct server *srv)
 {
+    if (event_get_struct_event_size() > sizeof(struct event)) {
+        /* struct conn embeds a struct event of the size libevent's headers gave. */
+        log_msg(LOG_ERROR, "libevent's struct event is %zu bytes, built for %zu",
+                event_get_struct_event_size(), sizeof(struct event));
+        return -1;
+    }
     srv->nworkers = (unsigned)srv->settings->num_threads;
     srv->workers = calloc(srv->nworkers, sizeof(struct worker));
     if (srv->workers == NULL) {
@@ -298,6 +276,7 @@ void workers_stop(struct server *srv)
         free(w->spare_rbuf);
         free(w->spare_wbuf);
         free(w->spare_segs);
+        free(w->spare_ext);
         if (w->base) {
             event_base_free(w->base);
         }

@@ -1,6 +1,6 @@
 /*
  * slab.c - item memory for the storage engine: size classes carved from
- * pages, SIEVE eviction per class, page stealing between classes, and the
+ * pages, S3-FIFO eviction per class, page stealing between classes, and the
  * background expiry crawler.
  *
  * Pages are page_size bytes (1 MiB, or item_max if larger), malloc'ed one at
@@ -8,26 +8,29 @@
  * of them (maxbytes / page_size, at least one): the memory limit is exact.
  * A page belongs to one class and is cut into chunks of the class size.
  *
- * When a class has no free chunk and no page can be added, its SIEVE hand
- * (NSDI'24) walks the class queue from tail to head: expired or flushed items
- * are reclaimed first, visited items lose their bit and stay, and the first
- * unvisited item nobody else references is evicted. If nothing in the class
- * can go (it is empty, or every item is referenced), a page is stolen from
- * the class holding the most pages: every item in it is evicted, its chunks
- * leave that class's free list and it is re-cut for the requesting class.
- * This is what memcached's slab rebalancer does, done on demand, so a class
- * can never starve because other classes hold all the memory.
+ * When a class has no free chunk and no page can be added, it evicts with
+ * S3-FIFO (Yang et al., SOSP'23; see slab_evict_run_locked): a small FIFO
+ * queue on probation (new items), a main queue run as CLOCK, and a ghost of
+ * keys recently evicted from the small queue. Expired or flushed items met on
+ * the way are reclaimed first. If nothing in the class can go (it is empty,
+ * or every item is referenced), a page is stolen from the class whose pages
+ * hold the fewest items: every item in it is evicted, its chunks leave that
+ * class's free list and it is re-cut for the requesting class. This is what
+ * memcached's slab rebalancer does, done on demand, so a class can never
+ * starve because other classes hold all the memory.
  *
  * Pages also move when the mix of item sizes shifts (memcached's automover):
  * every few evictions a class compares how long its items last before
  * eviction (a running average of the evicted items' age, see slab_age_locked)
  * with the other classes' and takes a page from the class whose items last
- * more than SLAB_REBALANCE_RATIO (8) times as long: a workload whose sizes
- * shifted leaves classes whose ages grow without bound, while in a steady
- * mix pages stay where the fill put them, which keeps more small, hot items
- * than evening the ages out does. Age is counted in stores (the global
- * CAS sequence), not seconds, so it is comparable between classes and does
- * not depend on the clock.
+ * more than SLAB_REBALANCE_RATIO (8) times as long, if that class has not
+ * evicted anything for longer than the requester's items last (it is not
+ * under pressure itself): a workload whose sizes shifted leaves classes that
+ * stop evicting and whose ages grow without bound, while in a steady mix,
+ * where every class evicts, pages stay where the fill put them, which keeps
+ * more small, hot items than evening the ages out does. Age is counted in
+ * stores (the global CAS sequence), not seconds, so it is comparable between
+ * classes and does not depend on the clock.
  *
  * Locking: the class lock guards the free list, the queue, the pages array
  * and the counters. Reaching an item's stripe lock from here is against the
@@ -53,6 +56,12 @@
 
 /* Longest walk of the hand under -M, where it only looks for dead items. */
 #define SLAB_NOEVICT_WALK 1000u
+/* S3-FIFO: the small queue holds at most 1/SLAB_SMALL_DIV of the class's
+ * chunks before eviction takes from it; an item leaving it with at least
+ * SLAB_PROMOTE_FREQ reads moves to main; ghost buckets hold this many. */
+#define SLAB_SMALL_DIV    10u
+#define SLAB_PROMOTE_FREQ 1u
+#define SLAB_GHOST_WAYS   8u
 /* Items the crawler examines per class per storage_maintain() call. */
 #define SLAB_CRAWL_BATCH 500u
 /* Longest wait between crawler passes that found nothing, in seconds. */
@@ -121,6 +130,9 @@ void slab_teardown(struct storage *st)
         }
         free(cls->pages);
         cls->pages = NULL;
+        free(cls->ghost);
+        cls->ghost = NULL;
+        cls->ghost_buckets = 0;
         cls->npages = 0;
         pthread_mutex_destroy(&cls->lock);
     }
@@ -194,9 +206,84 @@ static rel_time_t earliest(rel_time_t a, rel_time_t b)
     return b != 0 && b < a ? b : a;
 }
 
-void slab_queue_push_locked(struct slab_class *cls, struct item *it)
+/* ---- ghost ------------------------------------------------------------- */
+
+/* The ghost remembers keys the small queue evicted unread, so that a key
+ * coming back soon after (its set followed the miss) goes straight to the
+ * main queue. It holds about as many fingerprints as the class holds items
+ * (S3-FIFO's ghost is as large as the main queue), between half and all of
+ * that, as the bucket count is a power of two; a bucket keeps its newest
+ * SLAB_GHOST_WAYS, which, with hashing spreading keys evenly, approximates
+ * a FIFO of the whole table's size. 2 bytes per entry, outside -m like the
+ * hash table; the memory is calloc'ed, so untouched buckets cost nothing. */
+
+static uint16_t ghost_fp(uint64_t hv)
 {
-    cls->next_expiry = earliest(cls->next_expiry, __atomic_load_n(&it->exptime, __ATOMIC_RELAXED));
+    uint16_t fp = (uint16_t)(hv >> 48);
+    return fp != 0 ? fp : 1;
+}
+
+static uint16_t *ghost_bucket(struct slab_class *cls, uint64_t hv)
+{
+    return cls->ghost + (size_t)((hv >> 16) & (cls->ghost_buckets - 1)) * SLAB_GHOST_WAYS;
+}
+
+/* Resizes the ghost to the class's capacity (forgetting its entries) when it
+ * has outgrown it or lost most of it. */
+static void ghost_fit_locked(struct slab_class *cls)
+{
+    uint64_t want = (uint64_t)cls->npages * cls->perpage / SLAB_GHOST_WAYS;
+    uint32_t nb = 1;
+    while ((uint64_t)nb * 2 <= want && nb < ((uint32_t)1 << 30)) {
+        nb *= 2;
+    }
+    if (nb <= cls->ghost_buckets && nb * 4 > cls->ghost_buckets) {
+        return;
+    }
+    uint16_t *g = calloc((size_t)nb * SLAB_GHOST_WAYS, sizeof(*g));
+    if (g == NULL) {
+        return; /* keep the old one */
+    }
+    free(cls->ghost);
+    cls->ghost = g;
+    cls->ghost_buckets = nb;
+}
+
+static void ghost_add_locked(struct slab_class *cls, uint64_t hv)
+{
+    ghost_fit_locked(cls);
+    if (cls->ghost == NULL) {
+        return;
+    }
+    uint16_t *b = ghost_bucket(cls, hv);
+    memmove(b + 1, b, (SLAB_GHOST_WAYS - 1) * sizeof(*b));
+    b[0] = ghost_fp(hv);
+}
+
+/* Whether hv is in the ghost; a hit removes it. */
+static bool ghost_take_locked(struct slab_class *cls, uint64_t hv)
+{
+    if (cls->ghost == NULL) {
+        return false;
+    }
+    uint16_t *b = ghost_bucket(cls, hv);
+    uint16_t fp = ghost_fp(hv);
+    for (unsigned i = 0; i < SLAB_GHOST_WAYS; i++) {
+        if (b[i] == fp) {
+            memmove(b + i, b + i + 1, (SLAB_GHOST_WAYS - 1 - i) * sizeof(*b));
+            b[SLAB_GHOST_WAYS - 1] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- queues ------------------------------------------------------------ */
+
+/* Inserts at the head of the list: the newest item of the main queue. */
+static void queue_push_main_locked(struct slab_class *cls, struct item *it)
+{
+    __atomic_fetch_or(&it->iflags, ITEM_MAIN, __ATOMIC_RELAXED);
     it->q_newer = NULL;
     it->q_older = cls->head;
     if (cls->head != NULL) {
@@ -208,13 +295,42 @@ void slab_queue_push_locked(struct slab_class *cls, struct item *it)
     }
 }
 
-void slab_queue_remove_locked(struct slab_class *cls, struct item *it)
+/* Inserts just above small_head: the newest item of the small queue. */
+static void queue_push_small_locked(struct slab_class *cls, struct item *it)
+{
+    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_MAIN, __ATOMIC_RELAXED);
+    struct item *below = cls->small_head;
+    struct item *above = below != NULL ? below->q_newer : cls->tail;
+    it->q_older = below;
+    it->q_newer = above;
+    if (below != NULL) {
+        below->q_newer = it;
+    } else {
+        cls->tail = it;
+    }
+    if (above != NULL) {
+        above->q_older = it;
+    } else {
+        cls->head = it;
+    }
+    cls->small_head = it;
+    cls->nsmall++;
+}
+
+/* Takes an item out of the list, leaving its ITEM_MAIN bit as it was. */
+static void queue_remove_locked(struct slab_class *cls, struct item *it)
 {
     if (cls->hand == it) {
         cls->hand = it->q_newer;
     }
     if (cls->crawl == it) {
         cls->crawl = it->q_newer;
+    }
+    if (!(item_iflags(it) & ITEM_MAIN)) {
+        if (cls->small_head == it) {
+            cls->small_head = it->q_older;
+        }
+        cls->nsmall--;
     }
     if (it->q_newer != NULL) {
         it->q_newer->q_older = it->q_older;
@@ -228,6 +344,33 @@ void slab_queue_remove_locked(struct slab_class *cls, struct item *it)
     }
     it->q_newer = NULL;
     it->q_older = NULL;
+}
+
+void slab_queue_push_locked(struct slab_class *cls, struct item *it, uint64_t hv)
+{
+    cls->next_expiry = earliest(cls->next_expiry, __atomic_load_n(&it->exptime, __ATOMIC_RELAXED));
+    bool admit = (item_iflags(it) & ITEM_MAIN) != 0;
+    if (ghost_take_locked(cls, hv)) {
+        cls->ghost_hits++;
+        admit = true;
+    }
+    if (admit) {
+        queue_push_main_locked(cls, it);
+    } else {
+        queue_push_small_locked(cls, it);
+    }
+}
+
+void slab_queue_remove_locked(struct slab_class *cls, struct item *it)
+{
+    queue_remove_locked(cls, it);
+    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_MAIN, __ATOMIC_RELAXED);
+}
+
+/* The oldest item of the main queue, or NULL. */
+static struct item *queue_main_tail(const struct slab_class *cls)
+{
+    return cls->small_head != NULL ? cls->small_head->q_newer : cls->tail;
 }
 
 /* ---- pages ------------------------------------------------------------- */
@@ -253,7 +396,7 @@ static bool slab_add_page_locked(struct storage *st, struct slab_class *cls, cha
     for (uint32_t i = cls->perpage; i > 0; i--) {
         struct item *it = (struct item *)(page + (size_t)(i - 1) * cls->size);
         it->refcount = 0;
-        it->visited = 0;
+        it->freq = 0;
         it->clsid = (uint8_t)(cls - st->classes);
         slab_free_locked(cls, it);
     }
@@ -309,7 +452,7 @@ static pthread_mutex_t *slab_try_stripe(struct storage *st, struct item *it, uin
     return m;
 }
 
-/* Removes a dead item met by the hand or the crawler. The class lock and the
+/* Removes a dead item met by eviction or the crawler. The class lock and the
  * item's stripe lock are held. Returns whether its chunk was freed. */
 static bool slab_drop_dead_locked(struct storage *st, struct slab_class *cls, struct item *it,
                                   uint64_t hv, bool crawler)
@@ -328,10 +471,10 @@ static bool slab_drop_dead_locked(struct storage *st, struct slab_class *cls, st
     return freed;
 }
 
-/* by_hand: evicted by the SIEVE hand (counted in the class's eviction age),
- * not because its page was taken. */
+/* by_policy: evicted by S3-FIFO (counted in the class's eviction age), not
+ * because its page was taken. */
 static void slab_evict_locked(struct storage *st, struct slab_class *cls, struct item *it,
-                              uint64_t hv, rel_time_t now, bool by_hand)
+                              uint64_t hv, rel_time_t now, bool by_policy)
 {
     rel_time_t t = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
     cls->evicted++;
@@ -342,7 +485,7 @@ static void slab_evict_locked(struct storage *st, struct slab_class *cls, struct
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         cls->evicted_unfetched++;
     }
-    if (by_hand) {
+    if (by_policy) {
         uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
         uint64_t cas = __atomic_load_n(&it->cas, __ATOMIC_RELAXED);
         uint64_t age = next > cas ? next - cas : 0;
@@ -352,44 +495,107 @@ static void slab_evict_locked(struct storage *st, struct slab_class *cls, struct
     item_unlink_cls_locked(st, cls, it, hv);
 }
 
-/* Runs the SIEVE hand until one chunk is free. Returns whether one is. */
-static bool slab_sieve_locked(struct storage *st, struct slab_class *cls, rel_time_t now)
+/* Under -M: walks the list from where it stopped for dead items only. */
+static void slab_reclaim_walk_locked(struct storage *st, struct slab_class *cls, rel_time_t now)
 {
-    bool no_evict = st->opts.no_evict;
     uint64_t n = cls->number;
-    uint64_t limit = no_evict ? (n < SLAB_NOEVICT_WALK ? n : SLAB_NOEVICT_WALK) : 2 * n + 2;
+    uint64_t limit = n < SLAB_NOEVICT_WALK ? n : SLAB_NOEVICT_WALK;
     for (uint64_t i = 0; i < limit && cls->free_head == NULL; i++) {
         struct item *it = cls->hand != NULL ? cls->hand : cls->tail;
         if (it == NULL) {
             break;
         }
-        bool removed = false;
         if (item_state(st, it, now) != ITEM_ALIVE) {
             uint64_t hv;
             pthread_mutex_t *m = slab_try_stripe(st, it, &hv);
             if (m != NULL) {
+                /* Unlinking moves the hand past the item. */
                 slab_drop_dead_locked(st, cls, it, hv, false);
                 pthread_mutex_unlock(m);
-                removed = true;
-            }
-        } else if (no_evict) {
-            /* Under -M the hand only looks for dead items. */
-        } else if (__atomic_load_n(&it->visited, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&it->visited, 0, __ATOMIC_RELAXED);
-        } else if (item_refcount(it) == 1) {
-            uint64_t hv;
-            pthread_mutex_t *m = slab_try_stripe(st, it, &hv);
-            if (m != NULL) {
-                if (item_refcount(it) == 1) {
-                    slab_evict_locked(st, cls, it, hv, now, true);
-                    removed = true;
-                }
-                pthread_mutex_unlock(m);
+                continue;
             }
         }
-        if (!removed) {
-            /* Removal already moved the hand past the item. */
-            cls->hand = it->q_newer;
+        cls->hand = it->q_newer;
+    }
+}
+
+/* Whether the next eviction comes from the small queue: it holds more than
+ * its share of the class, or main is empty. */
+static bool slab_small_due_locked(const struct slab_class *cls)
+{
+    if (cls->nsmall == 0) {
+        return false;
+    }
+    uint64_t cap = (uint64_t)cls->npages * cls->perpage;
+    return cls->nsmall * SLAB_SMALL_DIV > cap || cls->nsmall == cls->number;
+}
+
+/* Runs S3-FIFO (SOSP'23) until one chunk is free; returns whether one is.
+ *
+ * Small queue (probation): its oldest item moves to main if it was read
+ * while in small, else it is evicted and its key's fingerprint goes to the
+ * ghost. Main queue: CLOCK; its oldest item, if read since it was last
+ * looked at, loses one count and goes back to the head, else it is evicted.
+ * Dead items met are reclaimed first; items someone references, or whose
+ * stripe is busy, go back to the head of their queue. */
+static bool slab_evict_run_locked(struct storage *st, struct slab_class *cls, rel_time_t now)
+{
+    if (st->opts.no_evict) {
+        slab_reclaim_walk_locked(st, cls, now);
+        return cls->free_head != NULL;
+    }
+    /* Each item passes at most ITEM_FREQ_MAX + 2 times (small, then main
+     * once per count), so this bounds a round where everything is busy. */
+    uint64_t limit = (ITEM_FREQ_MAX + 2) * cls->number + 2;
+    for (uint64_t i = 0; i < limit && cls->free_head == NULL; i++) {
+        bool small = slab_small_due_locked(cls);
+        struct item *it = small ? cls->tail : queue_main_tail(cls);
+        if (it == NULL) {
+            break;
+        }
+        uint64_t hv;
+        pthread_mutex_t *m;
+        if (item_state(st, it, now) != ITEM_ALIVE) {
+            m = slab_try_stripe(st, it, &hv);
+            if (m != NULL) {
+                slab_drop_dead_locked(st, cls, it, hv, false);
+                pthread_mutex_unlock(m);
+                continue;
+            }
+        } else {
+            uint8_t f = __atomic_load_n(&it->freq, __ATOMIC_RELAXED);
+            if (small && f >= SLAB_PROMOTE_FREQ) {
+                __atomic_store_n(&it->freq, 0, __ATOMIC_RELAXED);
+                queue_remove_locked(cls, it);
+                queue_push_main_locked(cls, it);
+                continue;
+            }
+            if (!small && f > 0) {
+                __atomic_store_n(&it->freq, (uint8_t)(f - 1), __ATOMIC_RELAXED);
+                queue_remove_locked(cls, it);
+                queue_push_main_locked(cls, it);
+                continue;
+            }
+            if (item_refcount(it) == 1 && (m = slab_try_stripe(st, it, &hv)) != NULL) {
+                bool evicted = item_refcount(it) == 1;
+                if (evicted) {
+                    if (small) {
+                        ghost_add_locked(cls, hv);
+                    }
+                    slab_evict_locked(st, cls, it, hv, now, true);
+                }
+                pthread_mutex_unlock(m);
+                if (evicted) {
+                    continue;
+                }
+            }
+        }
+        /* Busy: to the head of its queue. */
+        queue_remove_locked(cls, it);
+        if (small) {
+            queue_push_small_locked(cls, it);
+        } else {
+            queue_push_main_locked(cls, it);
         }
     }
     return cls->free_head != NULL;
@@ -441,14 +647,14 @@ static bool slab_empty_page_locked(struct storage *st, struct slab_class *cls, c
 }
 
 /* How long an item lasts in the class before eviction, in stores (the
- * global CAS sequence): the running average age of the items its hand
- * evicted, plus the stores since its last such eviction, so a class that
- * stopped evicting grows older. A class that never evicted reports the age of
- * its oldest item. UINT64_MAX when the class has no item.
+ * global CAS sequence): the running average age of the items it evicted
+ * (from either queue), plus the stores since its last eviction, so a class
+ * that stopped evicting grows older. A class that never evicted reports the
+ * age of its oldest item. UINT64_MAX when the class has no item.
  *
- * Not the age of the item at the hand: SIEVE keeps visited items where they
- * are, so the hand often rests on an old but hot item, and a class full of
- * hot items would look idle and lose its pages (and those hot items). */
+ * Not the age of the oldest item: the main queue keeps items that are read
+ * for as long as they are, so a class full of hot items would look idle and
+ * lose its pages (and those hot items). */
 static uint64_t slab_age_locked(struct storage *st, struct slab_class *cls)
 {
     if (cls->tail == NULL) {
@@ -459,7 +665,23 @@ static uint64_t slab_age_locked(struct storage *st, struct slab_class *cls)
         return cls->evict_age + (next > cls->evict_cas ? next - cls->evict_cas : 0);
     }
     uint64_t cas = __atomic_load_n(&cls->tail->cas, __ATOMIC_RELAXED);
+    struct item *mt = queue_main_tail(cls);
+    if (mt != NULL) {
+        uint64_t mcas = __atomic_load_n(&mt->cas, __ATOMIC_RELAXED);
+        cas = mcas < cas ? mcas : cas;
+    }
     return next > cas ? next - cas : 0;
+}
+
+/* Stores since the class last evicted (its age as slab_age_locked gives it if
+ * it never did). */
+static uint64_t slab_idle_locked(struct storage *st, struct slab_class *cls)
+{
+    if (cls->evict_cas == 0) {
+        return slab_age_locked(st, cls);
+    }
+    uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+    return next > cls->evict_cas ? next - cls->evict_cas : 0;
 }
 
 /* Empties one of the first pages tried of the victim class and takes it out
@@ -485,9 +707,12 @@ static char *slab_take_page_locked(struct storage *st, struct slab_class *cls, r
 
 /* Takes a page away from another class for class `want`. The caller holds no
  * class lock. With min_age 0 (the class cannot free anything itself), tries
- * the classes holding the most pages; otherwise only the class whose items
- * last longest (slab_age_locked), if that is more than SLAB_REBALANCE_RATIO
- * times min_age. Returns the page, no longer owned by any class, or NULL. */
+ * the classes whose pages hold the fewest items, so that the move costs as
+ * few items as it can (a class of large items, or one whose page is mostly
+ * free, before a full class of small ones). Otherwise only the class that
+ * has gone longest without evicting (slab_idle_locked), if that is more than
+ * SLAB_REBALANCE_RATIO times min_age. Returns the page, no longer owned by
+ * any class, or NULL. */
 static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, uint64_t min_age)
 {
     bool tried[STORAGE_MAX_CLASSES + 1] = {false};
@@ -502,7 +727,10 @@ static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, 
                 continue;
             }
             pthread_mutex_lock(&cls->lock);
-            uint64_t age = cls->npages > 0 ? slab_age_locked(st, cls) : 0;
+            uint64_t age = 0;
+            if (cls->npages > 0 && slab_idle_locked(st, cls) > min_age) {
+                age = slab_age_locked(st, cls);
+            }
             pthread_mutex_unlock(&cls->lock);
             if (age > oldest) {
                 oldest = age;
@@ -519,11 +747,15 @@ static char *slab_steal_page(struct storage *st, unsigned want, rel_time_t now, 
     }
     for (unsigned round = 0; round < rounds; round++) {
         unsigned victim = 0;
-        size_t most = 0;
+        uint64_t least = UINT64_MAX;
         for (unsigned c = 1; c <= st->nclasses; c++) {
             size_t np = __atomic_load_n(&st->classes[c].npages, __ATOMIC_RELAXED);
-            if (!tried[c] && np > most) {
-                most = np;
+            if (tried[c] || np == 0) {
+                continue;
+            }
+            uint64_t per_page = __atomic_load_n(&st->classes[c].number, __ATOMIC_RELAXED) / np;
+            if (per_page < least) {
+                least = per_page;
                 victim = c;
             }
         }
@@ -593,7 +825,7 @@ struct item *slab_alloc(struct storage *st, unsigned clsid, rel_time_t now)
                 continue;
             }
         }
-        if (slab_sieve_locked(st, cls, now)) {
+        if (slab_evict_run_locked(st, cls, now)) {
             continue;
         }
         pthread_mutex_unlock(&cls->lock);

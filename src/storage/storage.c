@@ -14,12 +14,12 @@
  * - storage_maintain() runs in one thread at a time (an atomic flag, not a
  *   lock: a second caller returns at once).
  *
- * Reads (storage_get) take only the stripe lock. A hit sets the item's SIEVE
- * "visited" byte and its FETCHED bit with atomic stores and never takes a
- * class lock.
+ * Reads (storage_get) take only the stripe lock. A hit counts up the item's
+ * S3-FIFO "freq" byte and sets its FETCHED bit with atomic stores and never
+ * takes a class lock.
  *
  * Item fields of a linked item change under its stripe lock. exptime, time,
- * cas, visited, iflags and refcount are also read from the class side
+ * cas, freq, iflags and refcount are also read from the class side
  * without the stripe lock, so those are accessed with __atomic builtins.
  *
  * Flush. An item is flushed when its CAS sequence is below oldest_cas (set by
@@ -261,7 +261,7 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
     it->flags = flags;
     it->nbytes = (uint32_t)nbytes;
     it->nkey = (uint8_t)nkey;
-    it->visited = 0;
+    it->freq = 0;
     /* Page stealing may look at the flags of a chunk it does not own. */
     __atomic_store_n(&it->iflags, st->opts.use_cas ? 0 : ITEM_NOCAS, __ATOMIC_RELEASE);
     memcpy(it->data, key, nkey);
@@ -374,12 +374,12 @@ static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, r
     __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
                      __ATOMIC_RELAXED);
     __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
-    __atomic_store_n(&it->visited, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&it->freq, 0, __ATOMIC_RELAXED);
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
     __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
     htab_insert(st, it, hv);
     pthread_mutex_lock(&cls->lock);
-    slab_queue_push_locked(cls, it);
+    slab_queue_push_locked(cls, it, hv);
     __atomic_fetch_or(&it->iflags, ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_add(&cls->number, 1, __ATOMIC_RELAXED);
     cls->mem_requested += item_total(it);
@@ -437,14 +437,23 @@ static void item_touch_time(struct item *it, rel_time_t now)
     }
 }
 
-/* A fetch: sets the SIEVE bit, and FETCHED the first time; a later fetch
+/* Counts an access for S3-FIFO, up to ITEM_FREQ_MAX: a plain load and store,
+ * no lock beyond the stripe's; a count lost to the eviction side changing it
+ * at the same moment does no harm. */
+static void item_freq_bump(struct item *it)
+{
+    uint8_t f = __atomic_load_n(&it->freq, __ATOMIC_RELAXED);
+    if (f < ITEM_FREQ_MAX) {
+        __atomic_store_n(&it->freq, (uint8_t)(f + 1), __ATOMIC_RELAXED);
+    }
+}
+
+/* A fetch: counts an access, and sets FETCHED the first time; a later fetch
  * moves the access time, as memcached's segmented LRU does on the second
  * fetch of an item. The caller holds the stripe lock. */
 static void item_mark_used(struct item *it, rel_time_t now)
 {
-    if (__atomic_load_n(&it->visited, __ATOMIC_RELAXED) == 0) {
-        __atomic_store_n(&it->visited, 1, __ATOMIC_RELAXED);
-    }
+    item_freq_bump(it);
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         __atomic_fetch_or(&it->iflags, ITEM_FETCHED, __ATOMIC_RELAXED);
     } else {
@@ -512,11 +521,15 @@ struct item *storage_get_touch(struct storage *st, const char *key, size_t nkey,
 
 /* ---- mutations --------------------------------------------------------- */
 
-/* Replaces `old` (linked, or NULL) by `it` under the stripe lock of hv. */
+/* Replaces `old` (linked, or NULL) by `it` under the stripe lock of hv. The
+ * new item takes the old one's place in the main queue if it had one. */
 static void item_replace_locked(struct storage *st, struct item *old, struct item *it, uint64_t hv,
                                 rel_time_t now)
 {
     if (old != NULL) {
+        if (item_iflags(old) & ITEM_MAIN) {
+            __atomic_fetch_or(&it->iflags, ITEM_MAIN, __ATOMIC_RELAXED);
+        }
         item_unlink_locked(st, old, hv);
     }
     item_link_locked(st, it, hv, now);
@@ -577,7 +590,7 @@ static int item_store_locked(struct storage *st, struct item *it, enum storage_o
     case STORAGE_ADD:
         if (old != NULL) {
             /* memcached bumps the present item (its LRU and access time). */
-            __atomic_store_n(&old->visited, 1, __ATOMIC_RELAXED);
+            item_freq_bump(old);
             item_touch_time(old, now);
         } else {
             item_link_locked(st, it, hv, now);
@@ -1124,9 +1137,14 @@ bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,
     out->free_chunks = cls->nfree;
     out->used_chunks = out->total_chunks - cls->nfree;
     out->number = cls->number;
-    if (cls->tail != NULL) {
-        rel_time_t t = __atomic_load_n(&cls->tail->time, __ATOMIC_RELAXED);
-        out->age = now > t ? now - t : 0;
+    /* The older of the two queues' oldest items. */
+    struct item *oldest[2] = {cls->tail, cls->small_head != NULL ? cls->small_head->q_newer : NULL};
+    for (int q = 0; q < 2; q++) {
+        if (oldest[q] != NULL) {
+            rel_time_t t = __atomic_load_n(&oldest[q]->time, __ATOMIC_RELAXED);
+            rel_time_t age = now > t ? now - t : 0;
+            out->age = age > out->age ? age : out->age;
+        }
     }
     out->mem_requested = cls->mem_requested;
     out->evicted = cls->evicted;
@@ -1198,13 +1216,24 @@ const char *storage_check(struct storage *st)
             }
         }
         uint64_t nqueue = 0;
+        uint64_t nsmall = 0;
+        bool in_small = cls->small_head != NULL;
         struct item *prev = NULL;
         for (struct item *it = cls->tail; it != NULL && err == NULL; it = it->q_newer) {
             if (it->q_older != prev || !(it->iflags & ITEM_LINKED)) {
                 err = "broken class queue";
+            } else if (in_small == ((it->iflags & ITEM_MAIN) != 0)) {
+                err = "item in the wrong queue";
+            }
+            nsmall += in_small;
+            if (it == cls->small_head) {
+                in_small = false;
             }
             prev = it;
             nqueue++;
+        }
+        if (err == NULL && (in_small || nsmall != cls->nsmall)) {
+            err = "small queue mismatch";
         }
         uint64_t nlist = 0;
         for (struct item *it = cls->free_head; it != NULL; it = it->q_newer) {

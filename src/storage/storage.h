@@ -24,7 +24,7 @@
  * - item stripe lock: striped by key hash; guards hash chains, the hash
  *   table's migration of the buckets it covers, and item fields of linked items.
  * - class lock: one per size class; guards the class's free list, its eviction
- *   queue (SIEVE) and its counters.
+ *   queues (S3-FIFO) and its counters.
  * - page lock: guards the global page budget (-m) and page assignment.
  * Eviction from a class (holding the class lock) may only *try* to take an
  * item's stripe lock (trylock), since that is the reverse order.

@@ -1,6 +1,6 @@
 /*
  * storage_int.h - the storage engine's internal structures, shared by
- * storage.c (the public API), slab.c (pages, size classes, SIEVE eviction,
+ * storage.c (the public API), slab.c (pages, size classes, S3-FIFO eviction,
  * page stealing) and htab.c (the striped, incrementally growing hash table).
  *
  * Not part of the contract: only files in src/storage/ and the storage unit
@@ -10,9 +10,9 @@
  *
  *   offset  size  field
  *   0       8     h_next     next item in the hash chain
- *   8       8     q_newer    class queue: neighbour toward the head (newer);
+ *   8       8     q_newer    class queue: neighbour toward the head;
  *                            free list: next free chunk
- *   16      8     q_older    class queue: neighbour toward the tail (older);
+ *   16      8     q_older    class queue: neighbour toward the tail;
  *                            free list: previous free chunk
  *   24      8     cas        internal CAS sequence, kept even with use_cas off
  *   32      4     exptime    rel_time_t, 0 = never
@@ -24,7 +24,7 @@
  *   52      1     nkey       key length, 1..250
  *   53      1     clsid      size class id, 1..63
  *   54      1     iflags     ITEM_* bits, changed atomically
- *   55      1     visited    SIEVE bit, stored without a lock
+ *   55      1     freq       S3-FIFO access counter 0..3, stored without a lock
  *   56      nkey  key bytes (no terminator)
  *   56+nkey nbytes value bytes, then "\r\n"
  *
@@ -57,7 +57,7 @@ struct item {
     uint8_t nkey;
     uint8_t clsid;
     uint8_t iflags;
-    uint8_t visited;
+    uint8_t freq;
     char data[];
 };
 
@@ -73,6 +73,12 @@ _Static_assert(sizeof(struct item) == ITEM_HEADER_SIZE, "item header must stay 5
 #define ITEM_STALE      0x10 /* invalidated by md I or ms I: mg reports X */
 #define ITEM_TOKEN_SENT 0x20 /* a recache token (mg W) was handed out */
 #define ITEM_KEY_BINARY 0x40 /* stored by ms with a base64 (b) key */
+/* In the class's main queue (else, linked, in the small one). On an item not
+ * yet linked: link it into main (a replacement of a main item, a restore). */
+#define ITEM_MAIN 0x80
+
+/* Largest S3-FIFO access count. */
+#define ITEM_FREQ_MAX 3u
 
 #define STORAGE_STRIPES     1024u /* power of two; <= 2^STORAGE_HASHPOWER_MIN */
 #define STORAGE_MAX_CLASSES 63u
@@ -101,11 +107,22 @@ struct slab_class {
     struct item *free_head;
     uint64_t nfree;
 
-    /* SIEVE queue: new items at the head, the hand walks from tail to head. */
+    /* S3-FIFO queues (see slab.c), one list: from the tail, the small FIFO
+     * (tail .. small_head), then the main FIFO (up to head). New items enter
+     * at small_head, or at head when admitted to main; eviction looks at the
+     * tail (small) or at small_head->q_newer (the main queue's tail). */
     struct item *head;
     struct item *tail;
-    struct item *hand;  /* next item the hand examines; NULL = the tail */
-    struct item *crawl; /* next item the expiry crawler examines */
+    struct item *small_head; /* newest item of the small queue; NULL = empty */
+    uint64_t nsmall;         /* items in the small queue */
+    struct item *hand;       /* -M only: next item the dead-item walk examines */
+    /* Ghost: 16-bit fingerprints of keys recently evicted from the small
+     * queue, ghost_buckets (a power of two, 0 = none yet) buckets of
+     * SLAB_GHOST_WAYS, newest first in each bucket. */
+    uint16_t *ghost;
+    uint32_t ghost_buckets;
+    uint64_t ghost_hits; /* items admitted to main by the ghost */
+    struct item *crawl;  /* next item the expiry crawler examines */
     bool crawling;
     rel_time_t crawl_next; /* earliest time of the next crawler pass */
     rel_time_t crawl_backoff;
@@ -123,8 +140,8 @@ struct slab_class {
     size_t pages_cap;
     size_t steal_next;            /* round-robin index for page stealing */
     uint32_t rebalance_countdown; /* evictions until the next age comparison */
-    uint64_t evict_age;           /* running average age (in stores) of items the hand evicted */
-    uint64_t evict_cas;           /* next_cas at the hand's last eviction; 0 = none yet */
+    uint64_t evict_age;           /* running average age (in stores) of items S3-FIFO evicted */
+    uint64_t evict_cas;           /* next_cas at the last such eviction; 0 = none yet */
 
     /* Gauges (number is written atomically, read without the lock too). */
     uint64_t number;
@@ -232,7 +249,9 @@ unsigned slab_class_for(const struct storage *st, size_t total);
 struct item *slab_alloc(struct storage *st, unsigned clsid, rel_time_t now);
 /* Returns an unlinked item with refcount 0 to its class. */
 void slab_free_locked(struct slab_class *cls, struct item *it);
-void slab_queue_push_locked(struct slab_class *cls, struct item *it);
+/* Queues a newly linked item: main if ITEM_MAIN is set or its hash hv is in
+ * the ghost, else small. */
+void slab_queue_push_locked(struct slab_class *cls, struct item *it, uint64_t hv);
 void slab_queue_remove_locked(struct slab_class *cls, struct item *it);
 /* One bounded slice of the expiry crawler over every class; returns whether a
  * pass is still under way. */

@@ -77,6 +77,11 @@ int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t 
 {
     enum storage_store_outcome out = STORAGE_NOT_STORED;
     *stored = false;
+    /* Saved items were in the cache before: straight to the main queue. (A
+     * linked item is refused by storage_store; its flag must not change.) */
+    if (!(item_iflags(it) & ITEM_LINKED)) {
+        __atomic_fetch_or(&it->iflags, ITEM_MAIN, __ATOMIC_RELAXED);
+    }
     int rc = storage_store(st, it, STORAGE_SET, 0, hv, now, &out, NULL);
     if (rc != 0 || out != STORAGE_STORED) {
         return rc;

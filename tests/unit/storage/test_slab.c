@@ -1,6 +1,6 @@
 /*
  * test_slab.c - unit tests of item memory: the size class table, the exact
- * memory limit, SIEVE eviction, -M (no eviction), page stealing between
+ * memory limit, S3-FIFO eviction, -M (no eviction), page stealing between
  * classes, references pinning items, run-time memory limit changes, and
  * the expiry crawler starting when the earliest item expires.
  */
