@@ -101,8 +101,54 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("could not find a free port: %r" % last)
 
 
+def _listen_inodes(port):
+    """Inodes of the TCP sockets listening on port (any address), from
+    /proc/net/tcp{,6}; None when /proc cannot tell."""
+    inodes = set()
+    readable = False
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes if readable else None
+
+
+def listens_on(pid, port):
+    """True if process pid owns a socket listening on TCP port; also True
+    when /proc cannot tell (not Linux, or no permission to look)."""
+    inodes = _listen_inodes(port)
+    if not inodes:
+        return True
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_port(host, port, timeout=START_TIMEOUT, proc=None):
-    """Wait (bounded) until host:port accepts TCP connections."""
+    """Wait (bounded) until host:port accepts TCP connections.  With proc,
+    the listener must be proc's own: a port handed out by free_port() can be
+    taken by another process before proc binds it (proc then exits with
+    "Address already in use" and the caller retries on another port), and a
+    connection to that other process must not count as proc being ready."""
     deadline = time.monotonic() + timeout
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while time.monotonic() < deadline:
@@ -112,7 +158,9 @@ def wait_port(host, port, timeout=START_TIMEOUT, proc=None):
         s.settimeout(0.5)
         try:
             s.connect((host, port))
-            return True
+            if proc is None or listens_on(proc.pid, port):
+                return True
+            time.sleep(0.02)
         except OSError:
             time.sleep(0.02)
         finally:

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import MEMSTASHD, REFERENCE_MEMCACHED, sanitizer_report
+from conftest import MEMSTASHD, REFERENCE_MEMCACHED, poll_until, sanitizer_report
 
 BUILD_SRC = os.path.dirname(os.path.dirname(os.path.abspath(MEMSTASHD))) if MEMSTASHD else ""
 CLI = os.environ.get("MEMSTASH_CLI") or os.path.join(BUILD_SRC, "cli", "memstash")
@@ -1183,8 +1183,12 @@ def test_library_lease_details(server_factory, lib):
         rc, state, _, cas_a = a.lease_get("abandoned", lease_ttl=1)
         assert (rc, state) == (0, LEASE_WON)
         assert b.lease_get("abandoned", lease_ttl=1)[1] == LEASE_WAIT
-        time.sleep(2.1)
-        rc, state, data, cas_b = b.lease_get("abandoned", lease_ttl=1)
+        # The 1-second lease runs out at the server's next clock tick or the
+        # one after: poll (bounded) while b is told to wait.
+        got = poll_until(lambda: (lambda r: r if r[1] != LEASE_WAIT else None)(
+            b.lease_get("abandoned", lease_ttl=1)), 10.0, 0.1)
+        assert got, "the abandoned lease never ran out"
+        rc, state, data, cas_b = got
         assert (rc, state, data) == (0, LEASE_WON, None)
         assert b.lease_set("abandoned", "fresh", cas_b, exptime=100) == (0, MST_STORED)
         assert a.lease_get("abandoned")[:3] == (0, LEASE_HIT, b"fresh")

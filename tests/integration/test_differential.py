@@ -174,13 +174,14 @@ def count_version_cmds(data):
     return n
 
 
-def read_reply(conn, side, sync_versions, quiet):
-    """Read one step's reply; returns normalised token list."""
+def read_reply(conn, side, sync_versions, quiet, raw=b""):
+    """Read one step's reply; returns normalised token list.  A quiet step's
+    raw bytes so far can be passed in `raw` (see read_more)."""
     deadline = time.monotonic() + SYNC_TIMEOUT
-    raw = b""
     timed_out = False
     if quiet:
-        raw = conn.read_quiet(QUIET, SYNC_TIMEOUT)
+        raw += conn.read_quiet(QUIET, SYNC_TIMEOUT)
+        side.quiet_raw = raw
     else:
         while True:
             toks, _ = tokenize(conn.buf, Side("probe", None), False)
@@ -207,6 +208,46 @@ class Quiet:
         self.data = data
 
 
+# memcached's reply to a crawler request while a crawl runs, e.g. one its LRU
+# maintainer started on its own (about once a second while some class holds
+# items): a transient refusal of memcached's, retried there.
+CRAWLER_BUSY = b"BUSY currently processing crawler request"
+BUSY_RETRIES = 100
+SLOW_QUIET = 1.0
+
+
+def is_memcached(side):
+    return os.path.basename(side.server.binary) == "memcached"
+
+
+def is_crawler_request(data):
+    return data.startswith(b"lru_crawler ") and data.count(b"\n") == 1
+
+
+def retry_while_busy(side, data, quiet, reply):
+    """memcached answered BUSY to a lone crawler request: send it again
+    (bounded) until the running crawl is over.  (Every crawler request gets
+    some reply; a quiet read that got none yet was only held up by the
+    running crawl, which holds the crawler's lock while it works.)"""
+    for _ in range(BUSY_RETRIES):
+        deadline = time.monotonic() + 10.0
+        while quiet and not reply and not side.conn.eof and time.monotonic() < deadline:
+            reply = read_more(side)
+        if side.conn.eof or CRAWLER_BUSY not in reply:
+            break
+        time.sleep(0.05)
+        side.conn.send(data if quiet else data + b"version\r\n")
+        reply = read_reply(side.conn, side, count_version_cmds(data) + 1, quiet)
+    return reply
+
+
+def read_more(side):
+    """A quiet step's reply differed: read on (a loaded host may answer after
+    QUIET has passed) until nothing comes for SLOW_QUIET."""
+    more = side.conn.read_quiet(SLOW_QUIET, SYNC_TIMEOUT)
+    return read_reply(side.conn, side, 0, True, side.quiet_raw + more)
+
+
 def run_script(sides, steps):
     transcript = []
     for side in sides:
@@ -230,12 +271,18 @@ def run_script(sides, steps):
                     side.conn.send(payload)
                 except OSError:
                     pass
+            quiet = isinstance(step, Quiet)
             for side, data in zip(sides, datas):
+                side.quiet_raw = b""
                 if side.conn.eof:
                     replies.append([b"<CLOSED>"])
                     continue
-                quiet = isinstance(step, Quiet)
-                replies.append(read_reply(side.conn, side, count_version_cmds(data) + 1, quiet))
+                reply = read_reply(side.conn, side, count_version_cmds(data) + 1, quiet)
+                if is_memcached(side) and is_crawler_request(data):
+                    reply = retry_while_busy(side, data, quiet, reply)
+                replies.append(reply)
+            if quiet and replies[0] != replies[1]:
+                replies = [read_more(side) for side in sides]
             transcript.append((datas[0], replies))
             if replies[0] != replies[1]:
                 return i, datas, replies, transcript

@@ -114,11 +114,14 @@ class Quiet:
         self.data = data
 
 
-def read_reply(conn, side, quiet):
+def read_reply(conn, side, quiet, raw=b""):
+    """One step's reply as normalised tokens.  A quiet step's raw bytes so
+    far can be passed in `raw` (see read_more)."""
     deadline = time.monotonic() + SYNC_TIMEOUT
     timed_out = False
     if quiet:
-        raw = conn.read_quiet(QUIET, SYNC_TIMEOUT)
+        raw += conn.read_quiet(QUIET, SYNC_TIMEOUT)
+        side.quiet_raw = raw
     else:
         while True:
             _, _, sentinel = tokenize(conn.buf, _probe(), False)
@@ -134,6 +137,16 @@ def read_reply(conn, side, quiet):
     elif timed_out:
         tokens.append("<NO SYNC>")
     return collapse_stats(tokens)
+
+
+SLOW_QUIET = 1.0
+
+
+def read_more(side):
+    """A quiet step's reply differed: read on (a loaded host may answer after
+    QUIET has passed) until nothing comes for SLOW_QUIET."""
+    more = side.conn.read_quiet(SLOW_QUIET, SYNC_TIMEOUT)
+    return read_reply(side.conn, side, True, side.quiet_raw + more)
 
 
 def _probe():
@@ -165,10 +178,13 @@ def run_script(sides, steps):
                     pass
             replies = []
             for side in sides:
+                side.quiet_raw = b""
                 if side.conn.eof and not side.conn.buf:
                     replies.append(["<CLOSED>"])
                     continue
                 replies.append(read_reply(side.conn, side, quiet))
+            if quiet and replies[0] != replies[1]:
+                replies = [read_more(side) for side in sides]
             transcript.append((datas[0], replies))
             if replies[0] != replies[1]:
                 return i, datas, replies, transcript

@@ -85,14 +85,21 @@ def test_100k_items_survive_a_graceful_restart(server_factory, tmp_path):
     with client(first) as c:
         fill(c, N_ITEMS, ttl_of)
         before = read_all(c, N_ITEMS)
+        saved_at = time.time()
         ttl_before = remaining_ttls(c, [b"w3", b"w1"])
+        read_at = time.monotonic()
     assert len(before) >= N_ITEMS * 9 // 10
     assert ttl_before[0] > 3590 and ttl_before[1] == -1
-    saved_at = time.time()
     rc, killed = first.stop(sig=signal.SIGUSR1, timeout=60)
     assert (rc, killed) == (0, False)
     assert os.path.getsize(memfile) > N_ITEMS * 20
-    time.sleep(1.5)  # the 1-second items run out meanwhile
+    # The 1-second items run out meanwhile. Expiry crosses processes as a
+    # unix time, and each server's whole-second clock (time(NULL) at start,
+    # then monotonic ticks, each with its own phase) reads between 2 s behind
+    # and 1 s ahead of the wall clock: the second server's clock is past the
+    # first one's by at least 1 s (every 1-second item expired, and the TTL
+    # of w3 lower than before) only from 3 s (plus a tick's lag) on.
+    time.sleep(max(0.0, read_at + 3.5 - time.monotonic()))
 
     second = server_factory(*flags)
     assert not os.path.exists(memfile), "the file is used once, then removed"
@@ -103,6 +110,8 @@ def test_100k_items_survive_a_graceful_restart(server_factory, tmp_path):
         ttl_after = remaining_ttls(c, [b"w3", b"w1"])
         elapsed = time.time() - saved_at
         assert ttl_after[1] == -1
+        # Between the two readings: elapsed (over 3.5 s), give or take the
+        # two clocks' offsets (under 3 s apart).
         assert ttl_before[0] - elapsed - 3 <= ttl_after[0] <= ttl_before[0]
         # New CAS values are above every restored one.
         c.check(b"set fresh 0 0 1\r\nz\r\n", b"STORED\r\n")
