@@ -306,11 +306,13 @@ static void do_accept(evutil_socket_t lfd, short what, void *arg)
                 pause_accepting(srv);
                 return;
             }
+            /* Counted before the client can see the refusal, so a stats
+             * request it sends next already includes it. */
+            __atomic_add_fetch(&srv->counters.rejected_conns, 1, __ATOMIC_RELAXED);
             static const char msg[] = "ERROR Too many open connections\r\n";
             ssize_t w = write(fd, msg, sizeof(msg) - 1);
             (void)w;
             close(fd);
-            __atomic_add_fetch(&srv->counters.rejected_conns, 1, __ATOMIC_RELAXED);
             continue;
         }
         if (!ctx->l->is_unix) {
