@@ -535,15 +535,10 @@ static void fast_read(struct io_call *call, struct mst_server *srv, size_t idx)
     } else if (srv->wait_ns[WAIT_BLOCK] == 0) {
         mode = WAIT_BLOCK;
     } else {
-        uint32_t fast = srv->wait_ns[WAIT_SPIN], slow = srv->wait_ns[WAIT_BLOCK];
-        mode = fast <= slow ? WAIT_SPIN : WAIT_BLOCK;
-        if (mode == WAIT_BLOCK) {
-            uint32_t t = fast;
-            fast = slow;
-            slow = t;
-        }
+        mode = srv->wait_ns[WAIT_SPIN] <= srv->wait_ns[WAIT_BLOCK] ? WAIT_SPIN : WAIT_BLOCK;
         /* A way twice as slow is tried less often: trying it costs. */
-        unsigned every = slow / 2 > fast ? WAIT_EXPLORE_EVERY * 8 : WAIT_EXPLORE_EVERY;
+        bool far = srv->wait_ns[!mode] / 2 > srv->wait_ns[mode];
+        unsigned every = far ? WAIT_EXPLORE_EVERY * 8 : WAIT_EXPLORE_EVERY;
         if (++srv->wait_calls >= every) {
             srv->wait_calls = 0;
             mode = !mode;
