@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from asan_rerun import ASAN_PRELOADED, links_asan, rerun_under_asan
 from conftest import MEMSTASHD, REFERENCE_MEMCACHED, poll_until, sanitizer_report
 
 BUILD_SRC = os.path.dirname(os.path.dirname(os.path.abspath(MEMSTASHD))) if MEMSTASHD else ""
@@ -427,34 +428,19 @@ class Lib:
         return rc, found
 
 
-def _needs_asan(path):
-    try:
-        out = subprocess.run(["ldd", path], capture_output=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return b"libasan" in out
-
-
 # A sanitizer build of libmemstash cannot be loaded into a plain python: the
 # ASan runtime must come first. The library tests then run in a child python
 # with the runtime preloaded (test_library_under_asan).
-LIB_NEEDS_ASAN = bool(MEMSTASHD) and os.path.isfile(LIB) and _needs_asan(LIB)
-ASAN_PRELOADED = "libasan" in os.environ.get("LD_PRELOAD", "")
+LIB_NEEDS_ASAN = bool(MEMSTASHD) and os.path.isfile(LIB) and links_asan(LIB)
 
 
 def test_library_under_asan():
     if not LIB_NEEDS_ASAN or ASAN_PRELOADED:
         pytest.skip("library is not a sanitizer build (or already preloaded)")
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=libasan,
-               ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0")
-    p = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-k", "library and not under_asan", os.path.abspath(__file__)],
-                       capture_output=True, env=env, timeout=500,
-                       cwd=os.path.dirname(os.path.abspath(__file__)))
-    out = p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
-    assert p.returncode == 0, out[-10000:]
+    rc, out = rerun_under_asan(__file__, "library and not under_asan",
+                               "detect_leaks=0:verify_asan_link_order=0", 500,
+                               python="/usr/bin/python3")
+    assert rc == 0, out[-10000:]
     assert " passed" in out and "skipped" not in out.splitlines()[-1], out[-3000:]
 
 

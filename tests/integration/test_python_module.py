@@ -15,17 +15,17 @@ sanitizer build of the module cannot be loaded by a plain python: then one
 test re-runs this file in a child python with libasan preloaded.
 """
 
-import glob
 import os
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
 
+from asan_rerun import (ASAN_PRELOADED, MODULE_ASAN_OPTIONS, links_asan, module_file,
+                        rerun_under_asan)
 from conftest import ServerFactory, free_port, poll_until
 
 import memcache
@@ -39,40 +39,16 @@ else:
     sys.path.insert(0, MODPATH)
 
 
-def _module_file():
-    found = glob.glob(os.path.join(MODPATH, "memstash*.so")) if MODPATH else []
-    return found[0] if found else ""
-
-
-def _needs_asan(path):
-    if not path:
-        return False
-    try:
-        out = subprocess.run(["ldd", path], capture_output=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return b"libasan" in out
-
-
-MODULE_NEEDS_ASAN = _needs_asan(_module_file())
-ASAN_PRELOADED = "libasan" in os.environ.get("LD_PRELOAD", "")
+MODULE_NEEDS_ASAN = links_asan(module_file(MODPATH))
 
 
 def test_module_under_asan():
     """A sanitizer build: run every other test of this file with libasan preloaded."""
     if not MODULE_NEEDS_ASAN or ASAN_PRELOADED:
         pytest.skip("module is not a sanitizer build (or libasan is already preloaded)")
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=libasan,
-               ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:abort_on_error=0",
-               PYTHONMALLOC="malloc")
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-k", "not under_asan", os.path.abspath(__file__)],
-                       capture_output=True, env=env, timeout=550,
-                       cwd=os.path.dirname(os.path.abspath(__file__)))
-    out = p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
-    assert p.returncode == 0, out[-10000:]
+    rc, out = rerun_under_asan(__file__, "not under_asan", MODULE_ASAN_OPTIONS, 550,
+                               python_malloc=True)
+    assert rc == 0, out[-10000:]
     assert "AddressSanitizer" not in out and "runtime error:" not in out, out[-10000:]
     assert " passed" in out, out[-3000:]
 

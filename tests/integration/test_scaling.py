@@ -17,7 +17,6 @@ of the module cannot be loaded by a plain python: then one test re-runs the
 module tests in a child python with libasan preloaded.
 """
 
-import glob
 import json
 import os
 import socket
@@ -26,6 +25,8 @@ import sys
 
 import pytest
 
+from asan_rerun import (ASAN_PRELOADED, MODULE_ASAN_OPTIONS, links_asan, module_file,
+                        rerun_under_asan)
 from conftest import MEMSTASHD, REFERENCE_MEMCACHED, sanitizer_report
 
 BUILD_SRC = os.path.dirname(os.path.dirname(os.path.abspath(MEMSTASHD))) if MEMSTASHD else ""
@@ -127,47 +128,23 @@ def test_modula_moves_most_keys():
 # A mixed memstashd + memcached pool through libmemstash (the Python module)
 # --------------------------------------------------------------------------
 
-def _module_file():
-    found = glob.glob(os.path.join(MODPATH, "memstash*.so"))
-    return found[0] if found else ""
-
-
-def _needs_asan(path):
-    if not path:
-        return False
-    try:
-        out = subprocess.run(["ldd", path], capture_output=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return b"libasan" in out
-
-
-MODULE_NEEDS_ASAN = _needs_asan(_module_file())
-ASAN_PRELOADED = "libasan" in os.environ.get("LD_PRELOAD", "")
+MODULE_NEEDS_ASAN = links_asan(module_file(MODPATH))
 
 
 def test_mixed_pool_under_asan():
     """A sanitizer build: run the module tests of this file with libasan preloaded."""
     if not MODULE_NEEDS_ASAN or ASAN_PRELOADED:
         pytest.skip("module is not a sanitizer build (or libasan is already preloaded)")
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=libasan,
-               ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:abort_on_error=0",
-               PYTHONMALLOC="malloc")
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-k", "mixed_pool and not under_asan", os.path.abspath(__file__)],
-                       capture_output=True, env=env, timeout=550,
-                       cwd=os.path.dirname(os.path.abspath(__file__)))
-    out = p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
-    assert p.returncode == 0, out[-10000:]
+    rc, out = rerun_under_asan(__file__, "mixed_pool and not under_asan", MODULE_ASAN_OPTIONS, 550,
+                               python_malloc=True)
+    assert rc == 0, out[-10000:]
     assert "AddressSanitizer" not in out and "runtime error:" not in out, out[-10000:]
     assert " passed" in out, out[-3000:]
 
 
 @pytest.fixture
 def memstash_module():
-    if not _module_file():
+    if not module_file(MODPATH):
         pytest.fail("memstash Python module not found in %r (set MEMSTASH_PYTHONPATH)"
                     % MODPATH)
     if MODULE_NEEDS_ASAN and not ASAN_PRELOADED:
