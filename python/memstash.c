@@ -1407,6 +1407,22 @@ struct lease_op {
     struct mst_value val;
 };
 
+/* key_prepare for the lease calls, which refuse (hash, key) tuple keys: a
+ * lease is found by the key alone. */
+static int lease_key_prepare(Client *self, PyObject *key, const char *method, struct keyinfo *ki,
+                             PyObject **holder)
+{
+    if (key_prepare(self, key, ki, holder) < 0) {
+        return -1;
+    }
+    if (ki->hash) {
+        PyErr_Format(PyExc_TypeError, "%s() does not take (hash, key) tuple keys", method);
+        Py_CLEAR(*holder);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Client_cached(Client *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
@@ -1449,14 +1465,10 @@ static PyObject *Client_cached(Client *self, PyObject *const *args, Py_ssize_t n
     }
     struct keyinfo ki;
     PyObject *holder;
-    if (key_prepare(self, a[0], &ki, &holder) < 0) {
+    if (lease_key_prepare(self, a[0], "cached", &ki, &holder) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
-    if (ki.hash) {
-        PyErr_SetString(PyExc_TypeError, "cached() does not take (hash, key) tuple keys");
-        goto out;
-    }
     if (ki.too_long) {
         result = PyObject_CallNoArgs(loader);
         goto out;
@@ -1582,14 +1594,10 @@ static PyObject *Client_invalidate(Client *self, PyObject *const *args, Py_ssize
     }
     struct keyinfo ki;
     PyObject *holder;
-    if (key_prepare(self, a[0], &ki, &holder) < 0) {
+    if (lease_key_prepare(self, a[0], "invalidate", &ki, &holder) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
-    if (ki.hash) {
-        PyErr_SetString(PyExc_TypeError, "invalidate() does not take (hash, key) tuple keys");
-        goto out;
-    }
     if (!in_range || ki.too_long) {
         result = PyLong_FromLong(0);
         goto out;
