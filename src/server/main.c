@@ -152,6 +152,17 @@ int main(int argc, char **argv)
         srv.registry = calloc((size_t)srv.registry_size, sizeof(*srv.registry));
         rc = srv.registry == NULL ? EX_OSERR : 0;
     }
+    /* Listeners accept connections (into the backlog) as soon as they are
+     * open, before the signal events exist. Hold the shutdown signals until
+     * then, so a SIGTERM sent by someone who already saw the port is handled
+     * as a clean shutdown instead of killing the process. */
+    sigset_t held, unheld;
+    sigemptyset(&held);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigaddset(&held, SIGUSR1);
+    sigaddset(&held, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &held, &unheld);
     if (rc == 0) {
         rc = listeners_open(&srv);
     }
@@ -184,6 +195,7 @@ int main(int argc, char **argv)
             signals[i] = evsignal_new(srv.main_base, sigs[i], signal_cb, &srv);
             event_add(signals[i], NULL);
         }
+        pthread_sigmask(SIG_SETMASK, &unheld, NULL);
         if (workers_start(&srv) != 0 || background_start(&srv) != 0 || listeners_start(&srv) != 0) {
             fprintf(stderr, "failed to start threads\n");
             rc = EX_OSERR;

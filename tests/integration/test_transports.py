@@ -14,7 +14,9 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -229,6 +231,40 @@ def test_regular_file_at_socket_path_message_like_memcached(tmp_path):
         rc, out, err = run_cli(["-U", "0", "-s", path] + user_args(), binary=binary)
         got.append((rc, out, err))
     assert got[1] == got[0]
+
+
+def test_sigterm_as_soon_as_the_socket_answers_is_a_clean_exit(tmp_path):
+    """A supervisor may stop the server the moment its socket accepts. The
+    listener is open a little before the signal handlers exist; a SIGTERM in
+    that window must still be a clean shutdown (exit 0), not a kill."""
+    if IS_MEMCACHED:
+        pytest.skip("memcached dies of a SIGTERM that arrives before its handler")
+    for attempt in range(25):
+        path = str(tmp_path / ("early%d.sock" % attempt))
+        proc = subprocess.Popen([MEMSTASHD, "-U", "0", "-s", path] + user_args(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            answered = False
+            while not answered and time.monotonic() < deadline and proc.poll() is None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(path)
+                    answered = True
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+            assert answered, "server never accepted on %s" % path
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            proc.stderr.close()
+        assert rc == 0, "attempt %d: exit status %d" % (attempt, rc)
+        assert not os.path.lexists(path)
 
 
 def test_socket_file_after_clean_exit(server_factory, tmp_path):
