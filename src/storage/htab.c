@@ -26,7 +26,7 @@
 
 int htab_setup(struct storage *st, unsigned power)
 {
-    st->ht = calloc((size_t)1 << power, sizeof(struct item *));
+    st->ht = calloc((size_t)1 << power, sizeof(*st->ht));
     if (st->ht == NULL) {
         return STORAGE_ENOMEM;
     }
@@ -46,7 +46,7 @@ void htab_teardown(struct storage *st)
     st->ht_old = NULL;
 }
 
-static struct item **htab_bucket(struct storage *st, uint64_t hv)
+static uint32_t *htab_bucket(struct storage *st, uint64_t hv)
 {
     if (st->ht_expanding) {
         uint64_t ob = hv & (((uint64_t)1 << st->ht_old_power) - 1);
@@ -59,8 +59,9 @@ static struct item **htab_bucket(struct storage *st, uint64_t hv)
 
 struct item *htab_find(struct storage *st, const char *key, size_t nkey, uint64_t hv)
 {
-    for (struct item *it = *htab_bucket(st, hv); it != NULL; it = it->h_next) {
-        if (it->nkey == nkey && memcmp(it->data, key, nkey) == 0) {
+    for (struct item *it = item_at(st, *htab_bucket(st, hv)); it != NULL;
+         it = item_at(st, it->h_next)) {
+        if (it->nkey == nkey && memcmp(item_key(it), key, nkey) == 0) {
             return it;
         }
     }
@@ -69,21 +70,39 @@ struct item *htab_find(struct storage *st, const char *key, size_t nkey, uint64_
 
 void htab_insert(struct storage *st, struct item *it, uint64_t hv)
 {
-    struct item **b = htab_bucket(st, hv);
+    uint32_t *b = htab_bucket(st, hv);
     it->h_next = *b;
-    *b = it;
+    *b = item_ref(st, it);
+}
+
+/* The link that points at `it` (the bucket or a predecessor's h_next). */
+static uint32_t *htab_link_of(struct storage *st, struct item *it, uint64_t hv)
+{
+    uint32_t ref = item_ref(st, it);
+    uint32_t *pp = htab_bucket(st, hv);
+    while (*pp != 0 && *pp != ref) {
+        pp = &item_at(st, *pp)->h_next;
+    }
+    return *pp == ref ? pp : NULL;
 }
 
 void htab_remove(struct storage *st, struct item *it, uint64_t hv)
 {
-    struct item **pp = htab_bucket(st, hv);
-    while (*pp != NULL && *pp != it) {
-        pp = &(*pp)->h_next;
-    }
-    if (*pp == it) {
+    uint32_t *pp = htab_link_of(st, it, hv);
+    if (pp != NULL) {
         *pp = it->h_next;
     }
-    it->h_next = NULL;
+    it->h_next = 0;
+}
+
+void htab_replace(struct storage *st, struct item *from, struct item *to, uint64_t hv)
+{
+    uint32_t *pp = htab_link_of(st, from, hv);
+    to->h_next = from->h_next;
+    if (pp != NULL) {
+        *pp = item_ref(st, to);
+    }
+    from->h_next = 0;
 }
 
 void htab_lock_all(struct storage *st)
@@ -102,11 +121,7 @@ void htab_unlock_all(struct storage *st)
 
 static uint64_t htab_items(struct storage *st)
 {
-    uint64_t n = 0;
-    for (unsigned c = 1; c <= st->nclasses; c++) {
-        n += __atomic_load_n(&st->classes[c].number, __ATOMIC_RELAXED);
-    }
-    return n;
+    return __atomic_load_n(&st->curr_items, __ATOMIC_RELAXED);
 }
 
 /* Starts an expansion if the load factor passed 1.5; returns whether it did. */
@@ -121,7 +136,7 @@ static bool htab_start_expand(struct storage *st)
     }
     /* Allocated outside the locks: calloc of a large table maps zero pages
      * lazily, so this costs little until buckets are filled. */
-    struct item **bigger = calloc((size_t)buckets * 2, sizeof(struct item *));
+    uint32_t *bigger = calloc((size_t)buckets * 2, sizeof(*bigger));
     if (bigger == NULL) {
         __atomic_fetch_add(&st->malloc_fails, 1, __ATOMIC_RELAXED);
         return false;
@@ -141,16 +156,16 @@ static bool htab_start_expand(struct storage *st)
 static void htab_move_bucket_locked(struct storage *st, uint64_t ob)
 {
     uint64_t newmask = ((uint64_t)1 << st->ht_power) - 1;
-    struct item *it = st->ht_old[ob];
+    struct item *it = item_at(st, st->ht_old[ob]);
     while (it != NULL) {
-        struct item *next = it->h_next;
-        uint64_t hv = storage_hash(it->data, it->nkey);
-        struct item **b = &st->ht[hv & newmask];
+        struct item *next = item_at(st, it->h_next);
+        uint64_t hv = storage_hash(item_key(it), it->nkey);
+        uint32_t *b = &st->ht[hv & newmask];
         it->h_next = *b;
-        *b = it;
+        *b = item_ref(st, it);
         it = next;
     }
-    st->ht_old[ob] = NULL;
+    st->ht_old[ob] = 0;
 }
 
 bool htab_maintain(struct storage *st)
@@ -173,7 +188,7 @@ bool htab_maintain(struct storage *st)
         return true;
     }
     htab_lock_all(st);
-    struct item **old = st->ht_old;
+    uint32_t *old = st->ht_old;
     st->ht_old = NULL;
     st->ht_old_power = 0;
     st->ht_expanding = false;

@@ -3,24 +3,24 @@
  * lookups, mutations, flush, background maintenance and statistics.
  *
  * Lock order (complete; the same as in storage.h):
- *     item stripe lock  ->  class lock  ->  page lock
+ *     item stripe lock  ->  seg_lock, ghost_lock (leaves)
  * - A request takes the stripe lock of its key's hash, and while holding it
- *   may take class locks one at a time (linking, unlinking, allocating).
- * - Code holding a class lock (eviction, the crawler, page stealing) reaches
- *   items' stripe locks with pthread_mutex_trylock only, and skips on failure.
- * - No thread holds two stripe locks, except htab_lock_all(), which takes all
- *   of them in index order while holding nothing else; nor two class locks.
+ *   may allocate (seg_lock, and eviction: see seg.c for how it reaches other
+ *   stripe locks).
+ * - No thread waits for a stripe lock while holding another, except
+ *   htab_lock_all(), which takes all of them in index order while holding
+ *   nothing else.
  * - flush_lock is a leaf: held alone, for a few stores.
  * - storage_maintain() runs in one thread at a time (an atomic flag, not a
  *   lock: a second caller returns at once).
  *
  * Reads (storage_get) take only the stripe lock. A hit counts up the item's
- * S3-FIFO "freq" byte and sets its FETCHED bit with atomic stores and never
- * takes a class lock.
+ * S3-FIFO access count and sets its FETCHED bit with atomic stores, and
+ * takes a reference on the item's segment.
  *
  * Item fields of a linked item change under its stripe lock. exptime, time,
- * cas, freq, iflags and refcount are also read from the class side
- * without the stripe lock, so those are accessed with __atomic builtins.
+ * cas, fq and iflags are also read without it (statistics, segment
+ * summaries), so those are accessed with __atomic builtins.
  *
  * Flush. An item is flushed when its CAS sequence is below oldest_cas (set by
  * an immediate flush to the next CAS to be handed out, so items stored after
@@ -102,20 +102,16 @@ int storage_create(struct storage **out, const struct storage_options *opts)
     if (power < STORAGE_HASHPOWER_MIN) {
         power = STORAGE_HASHPOWER_MIN;
     }
-    int rc = slab_setup(st);
+    int rc = seg_setup(st);
     if (rc != 0) {
-        for (unsigned c = 1; c <= st->nclasses; c++) {
-            pthread_mutex_destroy(&st->classes[c].lock);
-        }
         free(st);
         return rc;
     }
     if (htab_setup(st, power) != 0) {
-        slab_teardown(st);
+        seg_teardown(st);
         free(st);
         return STORAGE_ENOMEM;
     }
-    pthread_mutex_init(&st->page_lock, NULL);
     pthread_mutex_init(&st->flush_lock, NULL);
     pthread_mutex_init(&st->sizes_lock, NULL);
     for (unsigned i = 0; i < STORAGE_STRIPES; i++) {
@@ -131,12 +127,11 @@ void storage_destroy(struct storage **stp)
     if (st == NULL) {
         return;
     }
-    slab_teardown(st);
+    seg_teardown(st);
     htab_teardown(st);
     for (unsigned i = 0; i < STORAGE_STRIPES; i++) {
         pthread_mutex_destroy(&st->stripes[i].lock);
     }
-    pthread_mutex_destroy(&st->page_lock);
     pthread_mutex_destroy(&st->flush_lock);
     pthread_mutex_destroy(&st->sizes_lock);
     free(st->sizes);
@@ -148,7 +143,7 @@ void storage_destroy(struct storage **stp)
 
 const char *storage_item_key(const struct item *it)
 {
-    return it->data;
+    return item_key(it);
 }
 
 size_t storage_item_nkey(const struct item *it)
@@ -158,17 +153,17 @@ size_t storage_item_nkey(const struct item *it)
 
 uint32_t storage_item_flags(const struct item *it)
 {
-    return it->flags;
+    return item_flags(it);
 }
 
 char *storage_item_value(struct item *it)
 {
-    return it->data + it->nkey;
+    return item_val(it);
 }
 
 size_t storage_item_nbytes(const struct item *it)
 {
-    return it->nbytes;
+    return item_nbytes(it);
 }
 
 uint64_t storage_item_cas(const struct item *it)
@@ -191,13 +186,22 @@ size_t storage_item_total(const struct item *it)
 
 unsigned storage_item_class(const struct item *it)
 {
-    return it->clsid;
+    return item_class(it);
+}
+
+/* Fixed header, nbytes of the width it needs, flags when not 0. */
+static size_t item_header_for(uint32_t flags, size_t nbytes, uint8_t *fmt)
+{
+    uint8_t w = nbytes < 0x100 ? 0 : nbytes < 0x10000 ? 1 : 2;
+    *fmt = (uint8_t)(w | (flags != 0 ? ITEM_FMT_FLAGS : 0));
+    return ITEM_FIXED_SIZE + ((size_t)1 << w) + (flags != 0 ? 4u : 0u);
 }
 
 bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes)
 {
+    uint8_t fmt;
     return nkey <= STORAGE_KEY_MAX && nbytes <= st->item_max &&
-           ITEM_HEADER_SIZE + nkey + nbytes + 2 <= st->item_max;
+           item_header_for(0xffffffffu, nbytes, &fmt) + nkey + nbytes + 2 <= st->item_max;
 }
 
 enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now)
@@ -222,19 +226,40 @@ enum item_state item_state(const struct storage *st, const struct item *it, rel_
     return ITEM_ALIVE;
 }
 
+void item_set_exptime(struct storage *st, struct item *it, rel_time_t exptime)
+{
+    __atomic_store_n(&it->exptime, exptime, __ATOMIC_RELAXED);
+    if (item_iflags(it) & ITEM_LINKED) {
+        seg_note_item(st, it);
+    }
+}
+
 /* memcached's item size rule, so that the largest value a client can store
  * (set, or append/prepend growing a value) is the same as with memcached: a
  * 48-byte header, 8 for the CAS unless disabled, the key and a terminator, 4
  * when the flags are non-zero, and the value with its "\r\n" must fit in
  * item_size_max. */
+static size_t compat_total_of(const struct storage *st, size_t nkey, uint32_t flags, size_t nbytes)
+{
+    return 48 + (st->opts.use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
+}
+
 static bool compat_size_ok(const struct storage *st, size_t nkey, uint32_t flags, size_t nbytes)
 {
-    size_t total = 48 + (st->opts.use_cas ? 8 : 0) + nkey + 1 + (flags != 0 ? 4 : 0) + nbytes + 2;
-    return total <= st->opts.item_size_max;
+    return compat_total_of(st, nkey, flags, nbytes) <= st->opts.item_size_max;
+}
+
+/* Clears ITEM_PENDING (once) and counts it out of its segment. */
+static void item_done_pending(struct storage *st, struct item *it)
+{
+    if (__atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_PENDING, __ATOMIC_ACQ_REL) & ITEM_PENDING) {
+        __atomic_sub_fetch(&st->segs[item_seg(st, it)].pending, 1, __ATOMIC_ACQ_REL);
+    }
 }
 
 static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
-                      rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out)
+                      rel_time_t exptime, size_t nbytes, pthread_mutex_t *held, rel_time_t now,
+                      struct item **out)
 {
     *out = NULL;
     if (nkey == 0 || nkey > STORAGE_KEY_MAX) {
@@ -249,23 +274,47 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         return STORAGE_ENOMEM;
     }
 #endif
-    unsigned clsid = slab_class_for(st, ITEM_HEADER_SIZE + nkey + nbytes + 2);
-    struct item *it = slab_alloc(st, clsid, now);
+    uint8_t fmt;
+    size_t header = item_header_for(flags, nbytes, &fmt);
+    size_t span = (header + nkey + nbytes + 2 + 7) & ~(size_t)7;
+    unsigned clsid = seg_class_for(st, compat_total_of(st, nkey, flags, nbytes));
+    /* A key the small queue evicted unread a moment ago goes to main. */
+    bool main = seg_ghost_take(st, storage_hash(key, nkey));
+    struct item *it = seg_alloc(st, span, main, held, now);
     if (it == NULL) {
+        __atomic_fetch_add(&st->classes[clsid].outofmemory, 1, __ATOMIC_RELAXED);
         return STORAGE_ENOMEM;
     }
-    it->h_next = NULL;
     it->cas = 0;
     it->exptime = exptime;
     it->time = now;
-    it->flags = flags;
-    it->nbytes = (uint32_t)nbytes;
+    it->h_next = 0;
     it->nkey = (uint8_t)nkey;
-    it->freq = 0;
-    /* Page stealing may look at the flags of a chunk it does not own. */
-    __atomic_store_n(&it->iflags, st->opts.use_cas ? 0 : ITEM_NOCAS, __ATOMIC_RELEASE);
-    memcpy(it->data, key, nkey);
-    memcpy(it->data + nkey + nbytes, "\r\n", 2);
+    it->fq = (uint8_t)(clsid << 2);
+    it->fmt = fmt;
+    uint32_t nb = (uint32_t)nbytes;
+    switch (fmt & ITEM_FMT_WIDTH) {
+    case 0:
+        it->rest[0] = (unsigned char)nb;
+        break;
+    case 1: {
+        uint16_t v = (uint16_t)nb;
+        memcpy(it->rest, &v, 2);
+        break;
+    }
+    default:
+        memcpy(it->rest, &nb, 4);
+        break;
+    }
+    if (flags != 0) {
+        memcpy(it->rest + item_width(it), &flags, 4);
+    }
+    __atomic_store_n(
+        &it->iflags,
+        (uint8_t)(ITEM_PENDING | (st->opts.use_cas ? 0 : ITEM_NOCAS) | (main ? ITEM_MAIN : 0)),
+        __ATOMIC_RELEASE);
+    memcpy(item_key(it), key, nkey);
+    memcpy(item_val(it) + nbytes, "\r\n", 2);
     *out = it;
     return 0;
 }
@@ -273,7 +322,7 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
 int storage_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
                   rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out)
 {
-    return item_alloc(st, key, nkey, flags, exptime, nbytes, now, out);
+    return item_alloc(st, key, nkey, flags, exptime, nbytes, NULL, now, out);
 }
 
 #ifdef MEMSTASH_FAULT_INJECTION
@@ -291,12 +340,8 @@ void storage_release(struct storage *st, struct item **itp)
         return;
     }
     *itp = NULL;
-    if (__atomic_sub_fetch(&it->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-        struct slab_class *cls = &st->classes[it->clsid];
-        pthread_mutex_lock(&cls->lock);
-        slab_free_locked(cls, it);
-        pthread_mutex_unlock(&cls->lock);
-    }
+    item_done_pending(st, it);
+    seg_unref(st, it);
 }
 
 /* ---- link and unlink --------------------------------------------------- */
@@ -304,11 +349,10 @@ void storage_release(struct storage *st, struct item **itp)
 /* memcached's total for an item: the bucket "stats sizes" counts it in. */
 static size_t compat_total(const struct storage *st, const struct item *it)
 {
-    return 48 + (st->opts.use_cas ? 8 : 0) + it->nkey + 1 + (it->flags != 0 ? 4 : 0) + it->nbytes +
-           2;
+    return compat_total_of(st, it->nkey, item_flags(it), item_nbytes(it));
 }
 
-static void sizes_count(struct storage *st, const struct item *it, bool add)
+void sizes_count(struct storage *st, const struct item *it, bool add)
 {
     if (!__atomic_load_n(&st->sizes_on, __ATOMIC_ACQUIRE)) {
         return;
@@ -370,44 +414,36 @@ void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, 
  * table. The caller holds the stripe lock of hv. */
 static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, rel_time_t now)
 {
-    struct slab_class *cls = &st->classes[it->clsid];
+    struct class_stats *cls = &st->classes[item_class(it)];
     __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
                      __ATOMIC_RELAXED);
     __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
-    __atomic_store_n(&it->freq, 0, __ATOMIC_RELAXED);
+    item_set_freq(it, 0);
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
     htab_insert(st, it, hv);
-    pthread_mutex_lock(&cls->lock);
-    slab_queue_push_locked(cls, it, hv);
     __atomic_fetch_or(&it->iflags, ITEM_LINKED, __ATOMIC_RELEASE);
+    /* Counted live before it stops being pending, so the segment never
+     * looks empty in between. */
+    __atomic_fetch_add(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_ACQ_REL);
+    seg_note_item(st, it);
+    item_done_pending(st, it);
+    __atomic_fetch_add(&st->curr_items, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&cls->number, 1, __ATOMIC_RELAXED);
-    cls->mem_requested += item_total(it);
-    cls->total_items++;
-    pthread_mutex_unlock(&cls->lock);
+    __atomic_fetch_add(&cls->mem_requested, item_total(it), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&cls->total_items, 1, __ATOMIC_RELAXED);
     sizes_count(st, it, true);
-}
-
-void item_unlink_cls_locked(struct storage *st, struct slab_class *cls, struct item *it,
-                            uint64_t hv)
-{
-    htab_remove(st, it, hv);
-    slab_queue_remove_locked(cls, it);
-    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
-    __atomic_fetch_sub(&cls->number, 1, __ATOMIC_RELAXED);
-    cls->mem_requested -= item_total(it);
-    sizes_count(st, it, false);
-    if (__atomic_sub_fetch(&it->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-        slab_free_locked(cls, it);
-    }
 }
 
 void item_unlink_locked(struct storage *st, struct item *it, uint64_t hv)
 {
-    struct slab_class *cls = &st->classes[it->clsid];
-    pthread_mutex_lock(&cls->lock);
-    item_unlink_cls_locked(st, cls, it, hv);
-    pthread_mutex_unlock(&cls->lock);
+    struct class_stats *cls = &st->classes[item_class(it)];
+    htab_remove(st, it, hv);
+    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_ACQ_REL);
+    __atomic_fetch_sub(&st->curr_items, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&cls->number, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&cls->mem_requested, item_total(it), __ATOMIC_RELAXED);
+    sizes_count(st, it, false);
 }
 
 /* Finds a live item under the stripe lock; dead ones met are unlinked. */
@@ -442,9 +478,9 @@ static void item_touch_time(struct item *it, rel_time_t now)
  * at the same moment does no harm. */
 static void item_freq_bump(struct item *it)
 {
-    uint8_t f = __atomic_load_n(&it->freq, __ATOMIC_RELAXED);
+    unsigned f = item_freq(it);
     if (f < ITEM_FREQ_MAX) {
-        __atomic_store_n(&it->freq, (uint8_t)(f + 1), __ATOMIC_RELAXED);
+        item_set_freq(it, f + 1);
     }
 }
 
@@ -493,10 +529,10 @@ static struct item *storage_lookup(struct storage *st, const char *key, size_t n
     struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
     enum storage_get_outcome out = get_outcome(it, why);
     if (it != NULL) {
-        __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
+        seg_ref(st, it);
         item_mark_used(it, now);
         if (touch) {
-            __atomic_store_n(&it->exptime, exptime, __ATOMIC_RELAXED);
+            item_set_exptime(st, it, exptime);
         }
     }
     pthread_mutex_unlock(m);
@@ -540,21 +576,34 @@ static int item_join_locked(struct storage *st, struct item *old, struct item *a
                             uint64_t hv, rel_time_t now, uint64_t *cas_out)
 {
     struct item *it;
-    int rc = item_alloc(st, old->data, old->nkey, old->flags,
-                        __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
-                        (size_t)old->nbytes + add->nbytes, now, &it);
+    size_t on = item_nbytes(old);
+    size_t an = item_nbytes(add);
+    /* Copied out: the allocation may move `old` (eviction copies live items
+     * forward), after which only the table's new copy is linked. */
+    char key[STORAGE_KEY_MAX];
+    size_t nkey = old->nkey;
+    memcpy(key, item_key(old), nkey);
+    int rc =
+        item_alloc(st, key, nkey, item_flags(old), __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
+                   on + an, stripe_lock_of(st, hv), now, &it);
     if (rc != 0) {
         return rc;
     }
+    old = htab_find(st, key, nkey, hv);
+    if (old == NULL || item_state(st, old, now) != ITEM_ALIVE) {
+        /* Evicted to make room for its own join: nothing to append to. */
+        storage_release(st, &it);
+        return STORAGE_ENOMEM;
+    }
     char *dst = storage_item_value(it);
-    const char *ov = old->data + old->nkey;
-    const char *av = add->data + add->nkey;
+    const char *ov = item_val(old);
+    const char *av = item_val(add);
     if (append) {
-        memcpy(dst, ov, old->nbytes);
-        memcpy(dst + old->nbytes, av, add->nbytes);
+        memcpy(dst, ov, on);
+        memcpy(dst + on, av, an);
     } else {
-        memcpy(dst, av, add->nbytes);
-        memcpy(dst + add->nbytes, ov, old->nbytes);
+        memcpy(dst, av, an);
+        memcpy(dst + an, ov, on);
     }
     item_replace_locked(st, old, it, hv, now);
     *cas_out = storage_item_cas(it);
@@ -580,7 +629,7 @@ static int item_store_locked(struct storage *st, struct item *it, enum storage_o
     uint64_t cas = 0;
     int rc = 0;
     enum item_state why;
-    struct item *old = item_find_locked(st, it->data, it->nkey, hv, now, &why);
+    struct item *old = item_find_locked(st, item_key(it), it->nkey, hv, now, &why);
     *lookup = get_outcome(old, why);
     switch (op) {
     case STORAGE_SET:
@@ -686,7 +735,7 @@ int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv
             mismatch = true;
         } else {
             if (clsid_out != NULL) {
-                *clsid_out = it->clsid;
+                *clsid_out = item_class(it);
             }
             item_unlink_locked(st, it, hv);
         }
@@ -734,17 +783,22 @@ static bool arith_parse(const char *s, size_t n, uint64_t *out)
 /* Allocates and links a new item holding `digits` in place of `old` (which
  * may be NULL); *linked is the new item (the table's reference only). The
  * caller holds the stripe lock of hv. */
-static int arith_link_locked(struct storage *st, const char *key, size_t nkey, struct item *old,
+static int arith_link_locked(struct storage *st, const char *key, size_t nkey, bool replace,
                              uint32_t flags, rel_time_t exptime, const char *digits, size_t len,
-                             uint64_t hv, rel_time_t now, uint64_t *cas, struct item **linked)
+                             size_t width, uint8_t keep, uint64_t hv, rel_time_t now, uint64_t *cas,
+                             struct item **linked)
 {
     struct item *it;
-    int rc = item_alloc(st, key, nkey, flags, exptime, len, now, &it);
+    int rc = item_alloc(st, key, nkey, flags, exptime, width, stripe_lock_of(st, hv), now, &it);
     if (rc != 0) {
         return rc;
     }
     memcpy(storage_item_value(it), digits, len);
+    memset(storage_item_value(it) + len, ' ', width - len);
+    /* Looked up again: the allocation may have moved or evicted it. */
+    struct item *old = replace ? htab_find(st, key, nkey, hv) : NULL;
     item_replace_locked(st, old, it, hv, now);
+    __atomic_fetch_or(&it->iflags, keep, __ATOMIC_RELAXED);
     *cas = storage_item_cas(it);
     *linked = it;
     storage_release(st, &it);
@@ -773,7 +827,7 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
     o->outcome = STORAGE_ARITH_OK;
     struct item *it = item_find_locked(st, key, nkey, hv, now, &o->why);
     if (it != NULL) {
-        o->clsid = it->clsid;
+        o->clsid = item_class(it);
     }
     if (it == NULL) {
         if (!a->create) {
@@ -781,8 +835,8 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
         } else {
             o->value = a->initial;
             size_t len = num_format_u64(digits, o->value);
-            rc = arith_link_locked(st, key, nkey, NULL, a->flags, a->exptime, digits, len, hv, now,
-                                   &o->cas, &o->item);
+            rc = arith_link_locked(st, key, nkey, false, a->flags, a->exptime, digits, len, len, 0,
+                                   hv, now, &o->cas, &o->item);
             if (rc != 0) {
                 o->outcome = STORAGE_ARITH_NOT_FOUND;
             } else {
@@ -791,7 +845,7 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
         }
     } else if (a->cas_in != 0 && !item_cas_matches(it, a->cas_in)) {
         o->outcome = STORAGE_ARITH_EXISTS;
-    } else if (!arith_parse(storage_item_value(it), it->nbytes, &o->value)) {
+    } else if (!arith_parse(storage_item_value(it), item_nbytes(it), &o->value)) {
         o->outcome = STORAGE_ARITH_NON_NUMERIC;
     } else {
         uint64_t v = o->value;
@@ -802,22 +856,19 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
         }
         o->value = v;
         size_t len = num_format_u64(digits, v);
-        if (len <= it->nbytes && item_refcount(it) == 1) {
-            /* Nobody else can see the bytes change: the table holds the only
-             * reference and new ones need the stripe lock we hold. */
-            char *val = storage_item_value(it);
-            memcpy(val, digits, len);
-            memset(val + len, ' ', it->nbytes - len);
-            __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
-                             __ATOMIC_RELAXED);
-            item_touch_time(it, now);
-            o->cas = storage_item_cas(it);
-            o->item = it;
-        } else {
-            rel_time_t exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
-            rc = arith_link_locked(st, key, nkey, it, it->flags, exptime, digits, len, hv, now,
-                                   &o->cas, &o->item);
-        }
+        /* Always a new item: references are counted per segment, so whether
+         * a reader is still sending the old digits cannot be told. Where
+         * memcached updates in place (the number fits), it looks the same: a
+         * shorter number is padded with spaces to the old length, and the
+         * item's marks stay; a longer one is a new item without them. */
+        rel_time_t exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        size_t width = len <= item_nbytes(it) ? item_nbytes(it) : len;
+        uint8_t keep =
+            len <= item_nbytes(it)
+                ? item_iflags(it) & (ITEM_KEY_BINARY | ITEM_STALE | ITEM_TOKEN_SENT | ITEM_FETCHED)
+                : 0;
+        rc = arith_link_locked(st, key, nkey, true, item_flags(it), exptime, digits, len, width,
+                               keep, hv, now, &o->cas, &o->item);
     }
     return rc;
 }
@@ -872,15 +923,18 @@ void storage_flush(struct storage *st, rel_time_t when, rel_time_t now)
         crawl_at = point;
     }
     pthread_mutex_unlock(&st->flush_lock);
-    slab_crawl_schedule(st, crawl_at);
+    /* Whole segments are found flushed by their summaries; the crawler
+     * takes the rest. */
+    __atomic_store_n(&st->crawl_flush_at, crawl_at, __ATOMIC_RELAXED);
 }
 
 int storage_set_memlimit(struct storage *st, size_t maxbytes)
 {
-    pthread_mutex_lock(&st->page_lock);
-    st->pages_max = storage_pages_for(st, maxbytes);
+    pthread_mutex_lock(&st->seg_lock);
+    size_t pages = storage_pages_for(st, maxbytes);
+    st->pages_max = pages < st->nsegs_max ? pages : st->nsegs_max;
     st->opts.maxbytes = maxbytes;
-    pthread_mutex_unlock(&st->page_lock);
+    pthread_mutex_unlock(&st->seg_lock);
     return 0;
 }
 
@@ -892,7 +946,8 @@ bool storage_maintain(struct storage *st, rel_time_t now)
         return true;
     }
     bool more = htab_maintain(st);
-    more |= slab_crawl(st, now);
+    more |= seg_maintain(st, now);
+    more |= crawl_step(st, now);
     __atomic_store_n(&st->maintaining, 0, __ATOMIC_RELEASE);
     return more;
 }
@@ -911,8 +966,8 @@ bool storage_item_key_binary(const struct item *it)
 
 /* Applies T, N and R of a meta request's order to a linked item, under its
  * stripe lock; returns whether the walk won the recache token. */
-static bool meta_walk_locked(struct item *it, const struct storage_mget_opts *o, bool created,
-                             bool token_sent)
+static bool meta_walk_locked(struct storage *st, struct item *it, const struct storage_mget_opts *o,
+                             bool created, bool token_sent)
 {
     bool win = false;
     rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
@@ -929,7 +984,7 @@ static bool meta_walk_locked(struct item *it, const struct storage_mget_opts *o,
         }
     }
     if (exp != start) {
-        __atomic_store_n(&it->exptime, exp, __ATOMIC_RELAXED);
+        item_set_exptime(st, it, exp);
     }
     return win;
 }
@@ -947,10 +1002,10 @@ int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t 
     struct item *it = item_find_locked(st, key, nkey, hv, now, &why);
     r->outcome = get_outcome(it, why);
     if (it != NULL) {
-        __atomic_fetch_add(&it->refcount, 1, __ATOMIC_ACQ_REL);
+        seg_ref(st, it);
     } else if (o->vivify) {
         /* An empty value, client flags 0, no TTL until N is walked. */
-        rc = item_alloc(st, key, nkey, 0, 0, 0, now, &it);
+        rc = item_alloc(st, key, nkey, 0, 0, 0, m, now, &it);
         if (rc == 0) {
             item_link_locked(st, it, hv, now);
             r->created = true;
@@ -964,7 +1019,7 @@ int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t 
         r->token_sent = (fl & ITEM_TOKEN_SENT) != 0;
         r->time = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
         r->exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
-        bool win = meta_walk_locked(it, o, r->created, r->token_sent);
+        bool win = meta_walk_locked(st, it, o, r->created, r->token_sent);
         if (!o->no_win) {
             if (r->stale && !r->token_sent) {
                 win = true;
@@ -1019,17 +1074,18 @@ int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64
     if (it == NULL) {
         r->outcome = STORAGE_MDEL_NOT_FOUND;
     } else {
-        r->clsid = it->clsid;
+        r->clsid = item_class(it);
         if (o->has_cas && !item_cas_matches(it, o->cas_in)) {
             r->outcome = STORAGE_MDEL_EXISTS;
         } else if (o->invalidate) {
             if (o->touch) {
-                __atomic_store_n(&it->exptime, o->touch_ttl, __ATOMIC_RELAXED);
+                item_set_exptime(st, it, o->touch_ttl);
             }
             __atomic_fetch_or(&it->iflags, ITEM_STALE, __ATOMIC_RELAXED);
             __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
             __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
                              __ATOMIC_RELAXED);
+            seg_note_item(st, it);
             r->outcome = STORAGE_MDEL_INVALIDATED;
         } else {
             item_unlink_locked(st, it, hv);
@@ -1064,7 +1120,7 @@ int storage_meta_arith(struct storage *st, const char *key, size_t nkey, uint64_
             }
         }
         if (exp != r->exptime) {
-            __atomic_store_n(&it->exptime, exp, __ATOMIC_RELAXED);
+            item_set_exptime(st, it, exp);
         }
     }
     pthread_mutex_unlock(m);
@@ -1079,37 +1135,42 @@ int storage_meta_arith(struct storage *st, const char *key, size_t nkey, uint64_
 
 /* ---- statistics -------------------------------------------------------- */
 
+static uint64_t ld(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
 void storage_get_stats(struct storage *st, rel_time_t now, struct storage_stats *out)
 {
+    (void)now;
     memset(out, 0, sizeof(*out));
     for (unsigned c = 1; c <= st->nclasses; c++) {
-        struct slab_class *cls = &st->classes[c];
-        pthread_mutex_lock(&cls->lock);
-        out->curr_items += cls->number;
-        out->total_items += cls->total_items;
-        out->bytes += cls->mem_requested;
-        out->evictions += cls->evicted;
-        out->reclaimed += cls->reclaimed;
-        out->expired_unfetched += cls->expired_unfetched;
-        out->evicted_unfetched += cls->evicted_unfetched;
-        out->crawler_reclaimed += cls->crawler_reclaimed;
-        if (cls->npages > 0) {
+        const struct class_stats *cls = &st->classes[c];
+        uint64_t number = ld(&cls->number);
+        out->curr_items += number;
+        out->total_items += ld(&cls->total_items);
+        out->bytes += ld(&cls->mem_requested);
+        out->evictions += ld(&cls->evicted);
+        out->reclaimed += ld(&cls->reclaimed);
+        out->expired_unfetched += ld(&cls->expired_unfetched);
+        out->evicted_unfetched += ld(&cls->evicted_unfetched);
+        out->crawler_reclaimed += ld(&cls->crawler_reclaimed);
+        if (number > 0) {
             out->active_classes++;
         }
-        pthread_mutex_unlock(&cls->lock);
     }
-    pthread_mutex_lock(&st->page_lock);
+    uint64_t committed, free_segs;
+    seg_counts(st, &committed, &free_segs);
     out->limit_maxbytes = st->opts.maxbytes;
-    out->total_malloced = (uint64_t)st->pages_used * st->page_size;
-    pthread_mutex_unlock(&st->page_lock);
-    out->slab_global_page_pool = 0;
+    out->total_malloced = committed * st->page_size;
+    out->slab_global_page_pool = free_segs;
     out->malloc_fails = __atomic_load_n(&st->malloc_fails, __ATOMIC_RELAXED);
     pthread_mutex_t *m = &st->stripes[0].lock;
     pthread_mutex_lock(m);
     out->hash_power_level = st->ht_power;
-    out->hash_bytes = ((uint64_t)1 << st->ht_power) * sizeof(struct item *);
+    out->hash_bytes = ((uint64_t)1 << st->ht_power) * sizeof(*st->ht);
     if (st->ht_expanding) {
-        out->hash_bytes += ((uint64_t)1 << st->ht_old_power) * sizeof(struct item *);
+        out->hash_bytes += ((uint64_t)1 << st->ht_old_power) * sizeof(*st->ht);
     }
     out->hash_is_expanding = st->ht_expanding;
     pthread_mutex_unlock(m);
@@ -1120,60 +1181,64 @@ unsigned storage_class_count(const struct storage *st)
     return st->nclasses;
 }
 
+/* Seconds since the oldest full segment was started: no item is older. */
+static uint64_t seg_oldest_age(struct storage *st, rel_time_t now)
+{
+    rel_time_t t = now;
+    pthread_mutex_lock(&st->seg_lock);
+    uint32_t olds[2] = {st->small_old, st->main_old};
+    for (int q = 0; q < 2; q++) {
+        if (olds[q] != SEG_NONE && st->segs[olds[q]].created < t) {
+            t = st->segs[olds[q]].created;
+        }
+    }
+    pthread_mutex_unlock(&st->seg_lock);
+    return now > t ? now - t : 0;
+}
+
+/* A class is a reporting bucket here (memcached's class for the item's
+ * size): chunks are its items, pages the segment bytes they take, rounded
+ * up; nothing is free inside a class. */
 bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,
                              struct storage_class_stats *out)
 {
     if (id == 0 || id > st->nclasses) {
         return false;
     }
-    struct slab_class *cls = &st->classes[id];
+    const struct class_stats *cls = &st->classes[id];
     memset(out, 0, sizeof(*out));
     out->id = id;
-    out->chunk_size = cls->size;
-    out->chunks_per_page = cls->perpage;
-    pthread_mutex_lock(&cls->lock);
-    out->total_pages = cls->npages;
-    out->total_chunks = (uint64_t)cls->npages * cls->perpage;
-    out->free_chunks = cls->nfree;
-    out->used_chunks = out->total_chunks - cls->nfree;
-    out->number = cls->number;
-    /* The older of the two queues' oldest items. */
-    struct item *oldest[2] = {cls->tail, cls->small_head != NULL ? cls->small_head->q_newer : NULL};
-    for (int q = 0; q < 2; q++) {
-        if (oldest[q] != NULL) {
-            rel_time_t t = __atomic_load_n(&oldest[q]->time, __ATOMIC_RELAXED);
-            rel_time_t age = now > t ? now - t : 0;
-            out->age = age > out->age ? age : out->age;
-        }
-    }
-    out->mem_requested = cls->mem_requested;
-    out->evicted = cls->evicted;
-    out->evicted_nonzero = cls->evicted_nonzero;
-    out->evicted_time = cls->evicted_time;
-    out->evicted_unfetched = cls->evicted_unfetched;
-    out->outofmemory = cls->outofmemory;
-    out->reclaimed = cls->reclaimed;
-    out->expired_unfetched = cls->expired_unfetched;
-    out->crawler_reclaimed = cls->crawler_reclaimed;
-    pthread_mutex_unlock(&cls->lock);
+    out->chunk_size = st->class_size[id];
+    out->chunks_per_page = (uint32_t)(st->page_size / st->class_size[id]);
+    out->number = ld(&cls->number);
+    out->mem_requested = ld(&cls->mem_requested);
+    out->total_pages = (out->mem_requested + st->page_size - 1) / st->page_size;
+    out->total_chunks = out->number;
+    out->used_chunks = out->number;
+    out->free_chunks = 0;
+    out->age = out->number > 0 ? seg_oldest_age(st, now) : 0;
+    out->evicted = ld(&cls->evicted);
+    out->evicted_nonzero = ld(&cls->evicted_nonzero);
+    out->evicted_time = ld(&cls->evicted_time);
+    out->evicted_unfetched = ld(&cls->evicted_unfetched);
+    out->outofmemory = ld(&cls->outofmemory);
+    out->reclaimed = ld(&cls->reclaimed);
+    out->expired_unfetched = ld(&cls->expired_unfetched);
+    out->crawler_reclaimed = ld(&cls->crawler_reclaimed);
     return true;
 }
 
 void storage_reset_stats(struct storage *st)
 {
     for (unsigned c = 1; c <= st->nclasses; c++) {
-        struct slab_class *cls = &st->classes[c];
-        pthread_mutex_lock(&cls->lock);
-        cls->total_items = 0;
-        cls->evicted = 0;
-        cls->evicted_nonzero = 0;
-        cls->evicted_time = 0;
-        cls->evicted_unfetched = 0;
-        cls->outofmemory = 0;
-        cls->reclaimed = 0;
-        cls->expired_unfetched = 0;
-        cls->crawler_reclaimed = 0;
-        pthread_mutex_unlock(&cls->lock);
+        struct class_stats *cls = &st->classes[c];
+        uint64_t *counters[] = {
+            &cls->total_items,  &cls->evicted,           &cls->evicted_nonzero,
+            &cls->evicted_time, &cls->evicted_unfetched, &cls->outofmemory,
+            &cls->reclaimed,    &cls->expired_unfetched, &cls->crawler_reclaimed};
+        for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+            __atomic_store_n(counters[i], 0, __ATOMIC_RELAXED);
+        }
     }
     __atomic_store_n(&st->malloc_fails, 0, __ATOMIC_RELAXED);
 }
@@ -1184,88 +1249,95 @@ const char *storage_check(struct storage *st)
 {
     const char *err = NULL;
     uint64_t linked_total = 0;
+    uint64_t per_class[STORAGE_MAX_CLASSES + 1] = {0};
+    uint64_t bytes_class[STORAGE_MAX_CLASSES + 1] = {0};
     htab_lock_all(st);
+    pthread_mutex_lock(&st->seg_lock);
+    for (uint32_t s = 0; s < st->seg_high && err == NULL; s++) {
+        struct seg *g = &st->segs[s];
+        if (g->state == SEG_UNUSED || g->state == SEG_FREE) {
+            if (g->state == SEG_FREE && g->refs != 0) {
+                err = "free segment with references";
+            }
+            continue;
+        }
+        if (g->refs != 0 || g->pending != 0) {
+            err = "segment still referenced";
+            break;
+        }
+        uint32_t live = 0;
+        char *base = st->arena + (size_t)s * st->page_size;
+        for (uint32_t off = 0; off < g->used && err == NULL;) {
+            struct item *it = (struct item *)(base + off);
+            if (item_span(it) == 0 || off + item_span(it) > g->used) {
+                err = "item overruns its segment";
+                break;
+            }
+            off += (uint32_t)item_span(it);
+            if (!(it->iflags & ITEM_LINKED)) {
+                continue;
+            }
+            live++;
+            uint64_t hv = storage_hash(item_key(it), it->nkey);
+            if (htab_find(st, item_key(it), it->nkey, hv) != it) {
+                err = "linked item not found in the hash table";
+            } else if (item_class(it) == 0 || item_class(it) > st->nclasses) {
+                err = "item with a wrong class id";
+            } else {
+                per_class[item_class(it)]++;
+                bytes_class[item_class(it)] += item_total(it);
+            }
+        }
+        if (err == NULL && live != g->live) {
+            err = "segment live count mismatch";
+        }
+        if (err == NULL && g->state == SEG_DRAIN && live != 0) {
+            err = "drained segment with linked items";
+        }
+        linked_total += live;
+    }
     for (unsigned c = 1; c <= st->nclasses && err == NULL; c++) {
-        struct slab_class *cls = &st->classes[c];
-        pthread_mutex_lock(&cls->lock);
-        uint64_t nfree = 0;
-        uint64_t nlinked = 0;
-        uint64_t bytes = 0;
-        for (size_t p = 0; p < cls->npages && err == NULL; p++) {
-            for (uint32_t i = 0; i < cls->perpage; i++) {
-                struct item *it = (struct item *)(cls->pages[p] + (size_t)i * cls->size);
-                if (it->clsid != c) {
-                    err = "chunk with a wrong class id";
-                    break;
-                }
-                if (it->iflags & ITEM_FREE) {
-                    nfree++;
-                    if (it->refcount != 0) {
-                        err = "free chunk with references";
-                    }
-                } else if (it->iflags & ITEM_LINKED) {
-                    nlinked++;
-                    bytes += item_total(it);
-                    uint64_t hv = storage_hash(it->data, it->nkey);
-                    if (it->refcount < 1) {
-                        err = "linked item without the table's reference";
-                    } else if (htab_find(st, it->data, it->nkey, hv) != it) {
-                        err = "linked item not found in the hash table";
-                    }
-                }
-            }
-        }
-        uint64_t nqueue = 0;
-        uint64_t nsmall = 0;
-        bool in_small = cls->small_head != NULL;
-        struct item *prev = NULL;
-        for (struct item *it = cls->tail; it != NULL && err == NULL; it = it->q_newer) {
-            if (it->q_older != prev || !(it->iflags & ITEM_LINKED)) {
-                err = "broken class queue";
-            } else if (in_small == ((it->iflags & ITEM_MAIN) != 0)) {
-                err = "item in the wrong queue";
-            }
-            nsmall += in_small;
-            if (it == cls->small_head) {
-                in_small = false;
-            }
-            prev = it;
-            nqueue++;
-        }
-        if (err == NULL && (in_small || nsmall != cls->nsmall)) {
-            err = "small queue mismatch";
-        }
-        uint64_t nlist = 0;
-        for (struct item *it = cls->free_head; it != NULL; it = it->q_newer) {
-            nlist++;
-        }
-        if (err == NULL && prev != cls->head) {
-            err = "queue head mismatch";
-        } else if (err == NULL && (nfree != cls->nfree || nlist != cls->nfree)) {
-            err = "free chunk count mismatch";
-        } else if (err == NULL && (nlinked != cls->number || nqueue != cls->number)) {
+        if (per_class[c] != st->classes[c].number) {
             err = "linked item count mismatch";
-        } else if (err == NULL && bytes != cls->mem_requested) {
+        } else if (bytes_class[c] != st->classes[c].mem_requested) {
             err = "mem_requested mismatch";
         }
-        linked_total += nlinked;
-        pthread_mutex_unlock(&cls->lock);
     }
+    uint32_t nsmall = 0;
+    uint32_t nmain = 0;
+    for (uint32_t s = st->small_old; s != SEG_NONE && err == NULL; s = st->segs[s].next) {
+        nsmall++;
+        if (st->segs[s].state != SEG_SMALL) {
+            err = "segment in the wrong queue";
+        }
+    }
+    for (uint32_t s = st->main_old; s != SEG_NONE && err == NULL; s = st->segs[s].next) {
+        nmain++;
+        if (st->segs[s].state != SEG_MAIN) {
+            err = "segment in the wrong queue";
+        }
+    }
+    if (err == NULL && (nsmall != st->nsmall || nmain != st->nmain)) {
+        err = "queue length mismatch";
+    }
+    pthread_mutex_unlock(&st->seg_lock);
     if (err == NULL) {
         uint64_t chained = 0;
         for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_power); b++) {
-            for (struct item *it = st->ht[b]; it != NULL; it = it->h_next) {
+            for (struct item *it = item_at(st, st->ht[b]); it != NULL;
+                 it = item_at(st, it->h_next)) {
                 chained++;
             }
         }
         if (st->ht_expanding) {
             for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_old_power); b++) {
-                for (struct item *it = st->ht_old[b]; it != NULL; it = it->h_next) {
+                for (struct item *it = item_at(st, st->ht_old[b]); it != NULL;
+                     it = item_at(st, it->h_next)) {
                     chained++;
                 }
             }
         }
-        if (chained != linked_total) {
+        if (chained != linked_total || linked_total != st->curr_items) {
             err = "hash table item count mismatch";
         }
     }

@@ -1,38 +1,35 @@
 /*
  * storage_int.h - the storage engine's internal structures, shared by
- * storage.c (the public API), slab.c (pages, size classes, S3-FIFO eviction,
- * page stealing) and htab.c (the striped, incrementally growing hash table).
+ * storage.c (the public API), seg.c (the segment log: allocation, S3-FIFO
+ * eviction by segment, expiry), htab.c (the striped, incrementally growing
+ * hash table) and walk.c (dumps and restore).
  *
  * Not part of the contract: only files in src/storage/ and the storage unit
  * tests include it.
  *
- * Item layout (64-bit; one chunk of a size class, 8-byte aligned):
+ * Items are appended to 1 MiB segments (a log), packed one after another at
+ * 8-byte alignment, with no size classes and no per-item list links. An item
+ * is addressed by a 32-bit reference (its offset in the arena in 8-byte
+ * units, plus one) in the hash chain. Layout (64-bit):
  *
- *   offset  size  field
- *   0       8     h_next     next item in the hash chain
- *   8       8     q_newer    class queue: neighbour toward the head;
- *                            free list: next free chunk
- *   16      8     q_older    class queue: neighbour toward the tail;
- *                            free list: previous free chunk
- *   24      8     cas        internal CAS sequence, kept even with use_cas off
- *   32      4     exptime    rel_time_t, 0 = never
- *   36      4     time       rel_time_t of the last store, modification or
- *                            counted access (see item_mark_used in storage.c)
- *   40      4     flags      client flags
- *   44      4     nbytes     value length, without the "\r\n"
- *   48      4     refcount   atomic; the hash table holds one
- *   52      1     nkey       key length, 1..250
- *   53      1     clsid      size class id, 1..63
- *   54      1     iflags     ITEM_* bits, changed atomically
- *   55      1     freq       S3-FIFO access counter 0..3, stored without a lock
- *   56      nkey  key bytes (no terminator)
- *   56+nkey nbytes value bytes, then "\r\n"
+ *   offset  size   field
+ *   0       8      cas       CAS sequence (atomic: md I changes it in place)
+ *   8       4      exptime   rel_time_t, 0 = never (atomic: touch)
+ *   12      4      time      rel_time_t of the last store or counted access
+ *   16      4      h_next    reference of the next item in the hash chain
+ *   20      1      nkey      key length, 1..250
+ *   21      1      iflags    ITEM_* bits, changed atomically
+ *   22      1      fq        S3-FIFO access count (bits 0-1, atomic byte
+ *                            stores) and the reporting class id (bits 2-7)
+ *   23      1      fmt       width of nbytes (bits 0-1: 1, 2 or 4 bytes) and
+ *                            ITEM_FMT_FLAGS when the client flags are not 0
+ *   24      1|2|4  nbytes    value length without "\r\n"
+ *   ..      0|4    flags     client flags, when not 0
+ *   ..      nkey   key
+ *   ..      nbytes value, then "\r\n", then padding to 8 bytes
  *
- *   +--------------------------+-----+------------------+------+-------
- *   | header (56 bytes)        | key | value (nbytes)   | \r\n | slack
- *   +--------------------------+-----+------------------+------+-------
- *   |<------------- storage_item_total() ---------------------->|
- *   |<------------- chunk size of the class --------------------------->|
+ * A 20-byte key with a 16-byte value takes 64 bytes (memcached: a 96-byte
+ * chunk). References to items are counted per segment, not per item.
  */
 #ifndef MEMSTASH_STORAGE_INT_H
 #define MEMSTASH_STORAGE_INT_H
@@ -41,43 +38,43 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "storage.h"
 
 struct item {
-    struct item *h_next;
-    struct item *q_newer;
-    struct item *q_older;
     uint64_t cas;
     rel_time_t exptime;
     rel_time_t time;
-    uint32_t flags;
-    uint32_t nbytes;
-    uint32_t refcount;
+    uint32_t h_next;
     uint8_t nkey;
-    uint8_t clsid;
     uint8_t iflags;
-    uint8_t freq;
-    char data[];
+    uint8_t fq;
+    uint8_t fmt;
+    unsigned char rest[];
 };
 
-#define ITEM_HEADER_SIZE 56
-_Static_assert(sizeof(struct item) == ITEM_HEADER_SIZE, "item header must stay 56 bytes");
+#define ITEM_FIXED_SIZE 24u
+_Static_assert(sizeof(struct item) == ITEM_FIXED_SIZE, "item fixed header must stay 24 bytes");
 
 /* iflags bits. */
-#define ITEM_LINKED  0x01 /* in the hash table and its class queue */
+#define ITEM_LINKED  0x01 /* in the hash table */
 #define ITEM_FETCHED 0x02 /* read at least once since it was stored */
-#define ITEM_FREE    0x04 /* chunk is on its class's free list */
+#define ITEM_PENDING 0x04 /* allocated, not yet linked or released */
 #define ITEM_NOCAS   0x08 /* engine runs without CAS: report 0 */
 /* Meta protocol marks (see storage.h, "meta protocol"). */
 #define ITEM_STALE      0x10 /* invalidated by md I or ms I: mg reports X */
 #define ITEM_TOKEN_SENT 0x20 /* a recache token (mg W) was handed out */
 #define ITEM_KEY_BINARY 0x40 /* stored by ms with a base64 (b) key */
-/* In the class's main queue (else, linked, in the small one). On an item not
- * yet linked: link it into main (a replacement of a main item, a restore). */
+/* Belongs in the main queue: promoted, admitted by the ghost, or replacing
+ * an item that was there (its segment may still be a small one). */
 #define ITEM_MAIN 0x80
 
-/* Largest S3-FIFO access count. */
+/* fmt bits. */
+#define ITEM_FMT_WIDTH 0x03 /* nbytes takes 1 << (fmt & 3) bytes: 1, 2 or 4 */
+#define ITEM_FMT_FLAGS 0x04
+
+/* Largest S3-FIFO access count, kept in fq's low bits. */
 #define ITEM_FREQ_MAX 3u
 
 #define STORAGE_STRIPES     1024u /* power of two; <= 2^STORAGE_HASHPOWER_MIN */
@@ -87,6 +84,9 @@ _Static_assert(sizeof(struct item) == ITEM_HEADER_SIZE, "item header must stay 5
 #define STORAGE_HASHPOWER_MIN 10u
 #define STORAGE_HASHPOWER_MAX 32u
 
+/* No segment (queue ends). */
+#define SEG_NONE UINT32_MAX
+
 /* Whether an item is alive, and if not why. */
 enum item_state {
     ITEM_ALIVE = 0,
@@ -94,61 +94,43 @@ enum item_state {
     ITEM_FLUSHED,
 };
 
+enum seg_state {
+    SEG_UNUSED = 0, /* not yet part of the cache (no memory committed) */
+    SEG_FREE,       /* on the free list (or the reserve) */
+    SEG_ACTIVE,     /* being appended to */
+    SEG_SMALL,      /* full, in the small FIFO */
+    SEG_MAIN,       /* full, in the main FIFO */
+    SEG_EVICTING,   /* its items are being moved or dropped */
+    SEG_DRAIN,      /* emptied; waits for its last reference to go */
+};
+
 struct stripe {
     pthread_mutex_t lock;
 } __attribute__((aligned(64)));
 
-struct slab_class {
-    pthread_mutex_t lock;
-    uint32_t size;    /* chunk size */
-    uint32_t perpage; /* chunks per page */
+struct seg {
+    uint32_t next; /* toward newer in its queue / next on the free list */
+    uint32_t prev;
+    uint32_t used;    /* bytes appended; under seg_lock while active */
+    uint8_t state;    /* enum seg_state, under seg_lock */
+    bool small;       /* an active or full segment of the small queue */
+    uint32_t refs;    /* atomic: allocations and lookups not yet released */
+    uint32_t pending; /* atomic: items allocated here, not yet linked or released */
+    uint32_t live;    /* atomic: linked items */
+    /* Summaries for whole-segment reclaim (atomic): the largest exptime of
+     * its items (0 = none with one yet), whether one never expires, and the
+     * largest CAS linked here. */
+    rel_time_t max_exp;
+    bool never;
+    uint64_t max_cas;
+    rel_time_t created;
+};
 
-    /* Free chunks, doubly linked through q_newer (next) and q_older (prev). */
-    struct item *free_head;
-    uint64_t nfree;
-
-    /* S3-FIFO queues (see slab.c), one list: from the tail, the small FIFO
-     * (tail .. small_head), then the main FIFO (up to head). New items enter
-     * at small_head, or at head when admitted to main; eviction looks at the
-     * tail (small) or at small_head->q_newer (the main queue's tail). */
-    struct item *head;
-    struct item *tail;
-    struct item *small_head; /* newest item of the small queue; NULL = empty */
-    uint64_t nsmall;         /* items in the small queue */
-    struct item *hand;       /* -M only: next item the dead-item walk examines */
-    /* Ghost: 16-bit fingerprints of keys recently evicted from the small
-     * queue, ghost_buckets (a power of two, 0 = none yet) buckets of
-     * SLAB_GHOST_WAYS, newest first in each bucket. */
-    uint16_t *ghost;
-    uint32_t ghost_buckets;
-    uint64_t ghost_hits; /* items admitted to main by the ghost */
-    struct item *crawl;  /* next item the expiry crawler examines */
-    bool crawling;
-    rel_time_t crawl_next; /* earliest time of the next crawler pass */
-    rel_time_t crawl_backoff;
-    uint64_t crawl_found; /* items reclaimed during the current pass */
-    /* Earliest non-zero exptime among the class's items as far as known: those
-     * linked since the last pass started, and those a finished pass left in
-     * the queue (0 = none). A pass starts once it is reached, whatever the
-     * backoff, so expired memory is reclaimed right after it expires. A touch
-     * that moves an exptime earlier is not seen here; the backoff finds it. */
-    rel_time_t next_expiry;
-    rel_time_t crawl_min_exp; /* earliest exptime left behind by the current pass */
-
-    char **pages;
-    size_t npages; /* written under the lock, read atomically */
-    size_t pages_cap;
-    size_t steal_next;            /* round-robin index for page stealing */
-    uint32_t rebalance_countdown; /* evictions until the next age comparison */
-    uint64_t evict_age;           /* running average age (in stores) of items S3-FIFO evicted */
-    uint64_t evict_cas;           /* next_cas at the last such eviction; 0 = none yet */
-
-    /* Gauges (number is written atomically, read without the lock too). */
-    uint64_t number;
+/* Counters of a reporting class (memcached's size class of the item). */
+struct class_stats {
+    uint64_t number; /* gauges */
     uint64_t mem_requested;
-
-    /* Counters, under the lock. */
-    uint64_t total_items;
+    uint64_t total_items; /* counters */
     uint64_t evicted;
     uint64_t evicted_nonzero;
     uint64_t evicted_time;
@@ -171,25 +153,61 @@ struct storage {
     size_t nsizes;
     bool sizes_on;
     pthread_mutex_t sizes_lock; /* enable/disable only */
-    size_t page_size;
-    size_t item_max; /* largest item total, a multiple of 8 */
+    size_t page_size;           /* segment size */
+    size_t item_max;            /* largest item total, a multiple of 8 */
     unsigned nclasses;
+    uint32_t class_size[STORAGE_MAX_CLASSES + 1]; /* memcached's chunk sizes */
 
-    /* Page budget, under page_lock. */
-    pthread_mutex_t page_lock;
-    size_t pages_used;
-    size_t pages_max;
+    /* The arena: nsegs_max segments reserved (PROT_NONE) at start, made
+     * usable one at a time. */
+    char *arena;
+    size_t arena_bytes;
+    uint32_t nsegs_max; /* reserved */
+    struct seg *segs;
+
+    /* Segment state, under seg_lock (a leaf lock). */
+    pthread_mutex_t seg_lock;
+    size_t pages_max;   /* segments the memory limit allows */
+    uint32_t nsegs;     /* segments committed (0..nsegs_max) */
+    uint32_t seg_high;  /* 1 + the highest index ever committed */
+    uint32_t free_head; /* free list */
+    uint32_t nfree;
+    uint32_t reserve;             /* one free segment kept for moving items out of a victim */
+    uint32_t small_act, main_act; /* active segments */
+    uint32_t small_old, small_new, main_old, main_new; /* FIFOs of full segments */
+    uint32_t nsmall, nmain;
+    uint32_t drain_head; /* emptied segments still referenced */
+    uint32_t expire_cursor;
     uint64_t malloc_fails; /* atomic */
+    uint64_t moved;        /* items copied forward by eviction (atomic) */
 
-    /* Hash table. ht, ht_power, ht_old, ht_old_power and ht_expanding change
-     * only with every stripe lock held, so holding any one stripe lock gives
-     * a stable view; ht_cursor is atomic. */
-    struct item **ht;
+    /* Ghost: 16-bit fingerprints of keys recently evicted from the small
+     * queue (see seg.c), under ghost_lock. */
+    pthread_mutex_t ghost_lock;
+    uint16_t *ghost;
+    uint32_t ghost_buckets;
+    uint64_t ghost_hits;
+
+    /* Hash table of item references. ht, ht_power, ht_old, ht_old_power and
+     * ht_expanding change only with every stripe lock held, so holding any
+     * one stripe lock gives a stable view; ht_cursor is atomic. */
+    uint32_t *ht;
     unsigned ht_power;
-    struct item **ht_old;
+    uint32_t *ht_old;
     unsigned ht_old_power;
     bool ht_expanding;
-    uint64_t ht_cursor; /* old buckets below this one have moved to ht */
+    uint64_t ht_cursor;  /* old buckets below this one have moved to ht */
+    uint64_t curr_items; /* atomic */
+
+    /* The expiry crawler (walk.c): a pass over the hash table, a few stripes
+     * per storage_maintain() call, starts when exp_hint (the earliest exptime
+     * noted since the last pass started; atomic, 0 = none) or crawl_flush_at
+     * (a flush point) is reached. */
+    rel_time_t exp_hint;
+    rel_time_t crawl_flush_at;
+    bool crawling;
+    uint32_t crawl_stripe;
+    rel_time_t pass_min;
 
     uint64_t next_cas; /* atomic, starts at 1 */
 
@@ -201,14 +219,86 @@ struct storage {
     int maintaining;        /* atomic flag: one storage_maintain at a time */
 
     struct stripe stripes[STORAGE_STRIPES];
-    struct slab_class classes[STORAGE_MAX_CLASSES + 1]; /* index 0 unused */
+    struct class_stats classes[STORAGE_MAX_CLASSES + 1]; /* index 0 unused */
 };
 
 /* ---- item helpers ------------------------------------------------------ */
 
+static inline size_t item_width(const struct item *it)
+{
+    return (size_t)1 << (it->fmt & ITEM_FMT_WIDTH);
+}
+
+static inline size_t item_header(const struct item *it)
+{
+    return ITEM_FIXED_SIZE + item_width(it) + ((it->fmt & ITEM_FMT_FLAGS) ? 4u : 0u);
+}
+
+static inline uint32_t item_nbytes(const struct item *it)
+{
+    switch (it->fmt & ITEM_FMT_WIDTH) {
+    case 0:
+        return it->rest[0];
+    case 1: {
+        uint16_t v;
+        memcpy(&v, it->rest, 2);
+        return v;
+    }
+    default: {
+        uint32_t v;
+        memcpy(&v, it->rest, 4);
+        return v;
+    }
+    }
+}
+
+static inline uint32_t item_flags(const struct item *it)
+{
+    uint32_t v = 0;
+    if (it->fmt & ITEM_FMT_FLAGS) {
+        memcpy(&v, it->rest + item_width(it), 4);
+    }
+    return v;
+}
+
+static inline char *item_key(const struct item *it)
+{
+    return (char *)it + item_header(it);
+}
+
+static inline char *item_val(const struct item *it)
+{
+    return item_key(it) + it->nkey;
+}
+
+/* Header, key, value and "\r\n". */
 static inline size_t item_total(const struct item *it)
 {
-    return ITEM_HEADER_SIZE + (size_t)it->nkey + (size_t)it->nbytes + 2;
+    return item_header(it) + it->nkey + item_nbytes(it) + 2;
+}
+
+/* Bytes the item takes in its segment. */
+static inline size_t item_span(const struct item *it)
+{
+    return (item_total(it) + 7) & ~(size_t)7;
+}
+
+static inline unsigned item_class(const struct item *it)
+{
+    return it->fq >> 2;
+}
+
+static inline unsigned item_freq(const struct item *it)
+{
+    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED) & ITEM_FREQ_MAX;
+}
+
+/* The class bits never change after allocation, so a plain store of the
+ * whole byte cannot lose them. */
+static inline void item_set_freq(struct item *it, unsigned f)
+{
+    uint8_t b = __atomic_load_n(&it->fq, __ATOMIC_RELAXED);
+    __atomic_store_n(&it->fq, (uint8_t)((b & ~ITEM_FREQ_MAX) | f), __ATOMIC_RELAXED);
 }
 
 static inline uint8_t item_iflags(const struct item *it)
@@ -216,9 +306,19 @@ static inline uint8_t item_iflags(const struct item *it)
     return __atomic_load_n(&it->iflags, __ATOMIC_ACQUIRE);
 }
 
-static inline uint32_t item_refcount(const struct item *it)
+static inline uint32_t item_ref(const struct storage *st, const struct item *it)
 {
-    return __atomic_load_n(&it->refcount, __ATOMIC_ACQUIRE);
+    return (uint32_t)(((const char *)it - st->arena) >> 3) + 1;
+}
+
+static inline struct item *item_at(const struct storage *st, uint32_t ref)
+{
+    return ref == 0 ? NULL : (struct item *)(st->arena + ((size_t)(ref - 1) << 3));
+}
+
+static inline uint32_t item_seg(const struct storage *st, const struct item *it)
+{
+    return (uint32_t)((size_t)((const char *)it - st->arena) / st->page_size);
 }
 
 static inline pthread_mutex_t *stripe_lock_of(struct storage *st, uint64_t hv)
@@ -229,44 +329,66 @@ static inline pthread_mutex_t *stripe_lock_of(struct storage *st, uint64_t hv)
 /* Live, expired or flushed at `now` (see storage.c). */
 enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now);
 
-/* Unlinks a linked item from the hash table and its class queue and drops the
- * table's reference. The caller holds the item's stripe lock; the _cls_locked
- * variant also expects the class lock held. */
+/* Unlinks a linked item from the hash table. The caller holds the item's
+ * stripe lock. */
 void item_unlink_locked(struct storage *st, struct item *it, uint64_t hv);
-void item_unlink_cls_locked(struct storage *st, struct slab_class *cls, struct item *it,
-                            uint64_t hv);
 
-/* ---- slab.c ------------------------------------------------------------ */
+/* Sets a linked item's exptime, keeping its segment's summary right. */
+void item_set_exptime(struct storage *st, struct item *it, rel_time_t exptime);
 
-/* Builds the class table; returns 0 or STORAGE_EINVAL. */
-int slab_setup(struct storage *st);
-void slab_teardown(struct storage *st);
-/* Class id (1..n) for an item of `total` bytes, 0 if too big. */
-unsigned slab_class_for(const struct storage *st, size_t total);
-/* A free chunk of class clsid with refcount 1 and no other field set, or NULL
- * (STORAGE_ENOMEM). May reclaim, evict or steal a page. The caller may hold
- * one stripe lock, but no class lock. */
-struct item *slab_alloc(struct storage *st, unsigned clsid, rel_time_t now);
-/* Returns an unlinked item with refcount 0 to its class. */
-void slab_free_locked(struct slab_class *cls, struct item *it);
-/* Queues a newly linked item: main if ITEM_MAIN is set or its hash hv is in
- * the ghost, else small. */
-void slab_queue_push_locked(struct slab_class *cls, struct item *it, uint64_t hv);
-void slab_queue_remove_locked(struct slab_class *cls, struct item *it);
-/* One bounded slice of the expiry crawler over every class; returns whether a
- * pass is still under way. */
-bool slab_crawl(struct storage *st, rel_time_t now);
-/* Restarts crawler passes at `when` (after a flush). */
-void slab_crawl_schedule(struct storage *st, rel_time_t when);
+/* Counts a linked item in or out of "stats sizes". */
+void sizes_count(struct storage *st, const struct item *it, bool add);
+
+/* ---- seg.c ------------------------------------------------------------- */
+
+/* Reserves the arena and builds the reporting class table; returns 0,
+ * STORAGE_EINVAL or STORAGE_ENOMEM. */
+int seg_setup(struct storage *st);
+void seg_teardown(struct storage *st);
+/* Reporting class id (1..n) of an item of memcached size `total`, 0 if too big. */
+unsigned seg_class_for(const struct storage *st, size_t total);
+/* Room for an item of `span` bytes (a multiple of 8), with one reference and
+ * ITEM_PENDING set, in the small or main queue's active segment; NULL when
+ * memory is exhausted. May evict. `held` is the stripe lock the caller holds
+ * (or NULL): eviction then only tries other stripe locks. */
+struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex_t *held,
+                       rel_time_t now);
+/* Whether the ghost holds hv (a hit removes it). */
+bool seg_ghost_take(struct storage *st, uint64_t hv);
+/* Drops one reference to the segment holding it. */
+static inline void seg_unref(struct storage *st, const struct item *it)
+{
+    __atomic_sub_fetch(&st->segs[item_seg(st, it)].refs, 1, __ATOMIC_ACQ_REL);
+}
+static inline void seg_ref(struct storage *st, const struct item *it)
+{
+    __atomic_add_fetch(&st->segs[item_seg(st, it)].refs, 1, __ATOMIC_ACQ_REL);
+}
+/* Reclaims whole segments whose items are all expired or flushed, a bounded
+ * number per call; returns whether more may be due. */
+bool seg_maintain(struct storage *st, rel_time_t now);
+/* Notes a linked item's CAS and exptime in its segment's summary. */
+void seg_note_item(struct storage *st, const struct item *it);
+/* Counts an expired or flushed item dropped by eviction or the crawler. */
+void seg_count_dead(struct storage *st, const struct item *it, bool background);
+/* Segment counts for stats. */
+void seg_counts(struct storage *st, uint64_t *committed, uint64_t *free_segs);
+
+/* ---- walk.c ------------------------------------------------------------ */
+
+/* One slice of the expiry crawler; returns whether a pass is under way. */
+bool crawl_step(struct storage *st, rel_time_t now);
 
 /* ---- htab.c ------------------------------------------------------------ */
 
 int htab_setup(struct storage *st, unsigned power);
 void htab_teardown(struct storage *st);
-/* The caller holds the stripe lock of hv for the next three. */
+/* The caller holds the stripe lock of hv for the next four. */
 struct item *htab_find(struct storage *st, const char *key, size_t nkey, uint64_t hv);
 void htab_insert(struct storage *st, struct item *it, uint64_t hv);
 void htab_remove(struct storage *st, struct item *it, uint64_t hv);
+/* Puts `to` in the chain in place of `from` (an item moved in memory). */
+void htab_replace(struct storage *st, struct item *from, struct item *to, uint64_t hv);
 /* One bounded slice of expansion work; returns whether more is pending. */
 bool htab_maintain(struct storage *st);
 void htab_lock_all(struct storage *st);
@@ -275,7 +397,7 @@ void htab_unlock_all(struct storage *st);
 /* ---- tests ------------------------------------------------------------- */
 
 /* Checks internal invariants with every lock held (tests only; nobody may
- * hold an item reference that is not linked). Returns NULL or a message. */
+ * hold an item reference). Returns NULL or a message. */
 const char *storage_check(struct storage *st);
 
 #endif

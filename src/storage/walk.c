@@ -26,7 +26,7 @@ static size_t walk_chain(const struct storage *st, struct item *it, rel_time_t n
                          storage_walk_fn fn, void *ctx)
 {
     size_t n = 0;
-    for (; it != NULL; it = it->h_next) {
+    for (; it != NULL; it = item_at(st, it->h_next)) {
         if (item_state(st, it, now) != ITEM_ALIVE) {
             continue;
         }
@@ -47,17 +47,90 @@ size_t storage_walk(struct storage *st, unsigned part, rel_time_t now, storage_w
     size_t n = 0;
     uint64_t size = (uint64_t)1 << st->ht_power;
     for (uint64_t b = part; b < size; b += STORAGE_STRIPES) {
-        n += walk_chain(st, st->ht[b], now, fn, ctx);
+        n += walk_chain(st, item_at(st, st->ht[b]), now, fn, ctx);
     }
     if (st->ht_expanding) {
         /* Buckets below ht_cursor have moved and are empty. */
         uint64_t oldsize = (uint64_t)1 << st->ht_old_power;
         for (uint64_t b = part; b < oldsize; b += STORAGE_STRIPES) {
-            n += walk_chain(st, st->ht_old[b], now, fn, ctx);
+            n += walk_chain(st, item_at(st, st->ht_old[b]), now, fn, ctx);
         }
     }
     pthread_mutex_unlock(m);
     return n;
+}
+
+/* ---- the expiry crawler ---------------------------------------------------- */
+
+/* Stripes the crawler walks per storage_maintain() call. */
+#define CRAWL_STRIPES 16u
+
+static void crawl_chain(struct storage *st, uint32_t *link, rel_time_t now)
+{
+    while (*link != 0) {
+        struct item *it = item_at(st, *link);
+        if (item_state(st, it, now) != ITEM_ALIVE) {
+            seg_count_dead(st, it, true);
+            /* Unlinking rewrites *link to the next item. */
+            item_unlink_locked(st, it, storage_hash(item_key(it), it->nkey));
+            continue;
+        }
+        rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        if (exp != 0 && (st->pass_min == 0 || exp < st->pass_min)) {
+            st->pass_min = exp;
+        }
+        link = &it->h_next;
+    }
+}
+
+bool crawl_step(struct storage *st, rel_time_t now)
+{
+    if (!st->crawling) {
+        rel_time_t hint = __atomic_load_n(&st->exp_hint, __ATOMIC_RELAXED);
+        rel_time_t fl = __atomic_load_n(&st->crawl_flush_at, __ATOMIC_RELAXED);
+        bool due = (hint != 0 && hint <= now) || (fl != 0 && fl <= now);
+        if (!due) {
+            return false;
+        }
+        st->crawling = true;
+        st->crawl_stripe = 0;
+        st->pass_min = 0;
+        __atomic_store_n(&st->exp_hint, 0, __ATOMIC_RELAXED);
+        if (fl != 0 && fl <= now) {
+            __atomic_compare_exchange_n(&st->crawl_flush_at, &fl, 0, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+    }
+    for (unsigned n = 0; n < CRAWL_STRIPES && st->crawl_stripe < STORAGE_STRIPES; n++) {
+        unsigned part = st->crawl_stripe++;
+        pthread_mutex_t *m = &st->stripes[part].lock;
+        pthread_mutex_lock(m);
+        uint64_t size = (uint64_t)1 << st->ht_power;
+        for (uint64_t b = part; b < size; b += STORAGE_STRIPES) {
+            crawl_chain(st, &st->ht[b], now);
+        }
+        if (st->ht_expanding) {
+            uint64_t oldsize = (uint64_t)1 << st->ht_old_power;
+            for (uint64_t b = part; b < oldsize; b += STORAGE_STRIPES) {
+                crawl_chain(st, &st->ht_old[b], now);
+            }
+        }
+        pthread_mutex_unlock(m);
+    }
+    if (st->crawl_stripe < STORAGE_STRIPES) {
+        return true;
+    }
+    st->crawling = false;
+    /* What this pass left behind expires next; items noted meanwhile are in
+     * exp_hint already. */
+    if (st->pass_min != 0) {
+        rel_time_t hint = __atomic_load_n(&st->exp_hint, __ATOMIC_RELAXED);
+        while ((hint == 0 || st->pass_min < hint) &&
+               !__atomic_compare_exchange_n(&st->exp_hint, &hint, st->pass_min, true,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    }
+    return false;
 }
 
 rel_time_t storage_item_atime(const struct item *it)
@@ -94,6 +167,7 @@ int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t 
     pthread_mutex_lock(m);
     if (item_iflags(it) & ITEM_LINKED) {
         __atomic_store_n(&it->cas, cas, __ATOMIC_RELAXED);
+        seg_note_item(st, it);
     }
     pthread_mutex_unlock(m);
     /* CAS values handed out from now on stay above every restored one. */

@@ -58,7 +58,7 @@ static void test_hash_growth(void **state)
                 verify(st, live, i + 1);
                 /* Both tables are counted while growing. */
                 uint64_t both = 3ull << (s.hash_power_level - 1);
-                assert_int_equal(s.hash_bytes, both * sizeof(void *));
+                assert_int_equal(s.hash_bytes, both * sizeof(uint32_t));
             }
         }
     }
@@ -67,7 +67,7 @@ static void test_hash_growth(void **state)
     struct storage_stats s = t_stats(st, T0);
     assert_false(s.hash_is_expanding);
     assert_int_equal(s.hash_power_level, 16);
-    assert_int_equal(s.hash_bytes, (1ull << 16) * sizeof(void *));
+    assert_int_equal(s.hash_bytes, (1ull << 16) * sizeof(uint32_t));
     assert_true(expanding_steps > 20);
     verify(st, live, NKEYS);
     uint64_t nlive = 0;

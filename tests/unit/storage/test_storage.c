@@ -39,7 +39,7 @@ static void test_options_and_create(void **state)
     assert_int_equal(storage_create(&st, &o), 0);
     struct storage_stats s = t_stats(st, T0);
     assert_int_equal(s.hash_power_level, 16);
-    assert_int_equal(s.hash_bytes, (1u << 16) * sizeof(void *));
+    assert_int_equal(s.hash_bytes, (1u << 16) * sizeof(uint32_t));
     assert_int_equal(s.limit_maxbytes, 64 * MiB);
     assert_int_equal(s.total_malloced, 0); /* lazy */
     storage_destroy(&st);
@@ -77,7 +77,7 @@ static void test_set_get(void **state)
     assert_int_equal(storage_item_flags(it), 0xdeadbeef);
     assert_int_equal(storage_item_exptime(it), 5000);
     assert_int_equal(storage_item_cas(it), cas);
-    assert_int_equal(storage_item_total(it), ITEM_HEADER_SIZE + 3 + 3 + 2);
+    assert_int_equal(storage_item_total(it), T_HEADER(0xdeadbeef, 3) + 3 + 3 + 2);
     storage_release(st, &it);
 
     t_expect_absent(st, "nope", T0, STORAGE_MISS);
@@ -96,7 +96,7 @@ static void test_set_get(void **state)
     struct storage_stats s = t_stats(st, T0);
     assert_int_equal(s.curr_items, 2);
     assert_int_equal(s.total_items, 3);
-    assert_int_equal(s.bytes, (ITEM_HEADER_SIZE + 3 + 6 + 2) + (ITEM_HEADER_SIZE + 5 + 0 + 2));
+    assert_int_equal(s.bytes, (T_HEADER(0, 6) + 3 + 6 + 2) + (T_HEADER(0, 0) + 5 + 0 + 2));
     t_check(st);
     storage_destroy(&st);
 }
@@ -119,7 +119,7 @@ static void test_add_replace(void **state)
     assert_int_equal(t_op(st, "cold", "y", STORAGE_ADD, 0, T0), STORAGE_NOT_STORED);
     struct item *it = t_get(st, "cold", T0, NULL);
     assert_non_null(it);
-    assert_int_equal(it->freq, 2);
+    assert_int_equal(item_freq(it), 2);
     storage_release(st, &it);
 
     /* Expired items count as absent for ADD and REPLACE. */
@@ -291,14 +291,13 @@ static void test_references_survive(void **state)
     assert_memory_equal(storage_item_value(held), "original\r\n", 10);
     assert_memory_equal(storage_item_key(held), "r", 1);
 
-    struct storage_class_stats cs;
-    unsigned cls = held->clsid;
-    assert_true(storage_get_class_stats(st, cls, T0, &cs));
-    uint64_t used = cs.used_chunks;
+    /* Its segment cannot be reused while it is held. */
+    struct seg *g = &st->segs[item_seg(st, held)];
+    uint32_t refs = __atomic_load_n(&g->refs, __ATOMIC_RELAXED);
+    assert_true(refs >= 1);
     storage_release(st, &held);
     assert_null(held);
-    assert_true(storage_get_class_stats(st, cls, T0, &cs));
-    assert_int_equal(cs.used_chunks, used - 1);
+    assert_int_equal(__atomic_load_n(&g->refs, __ATOMIC_RELAXED), refs - 1);
 
     /* An allocated item that is never stored is simply released. */
     struct item *a = NULL;
@@ -373,7 +372,7 @@ static void test_maintain_reclaims_expired(void **state)
     assert_int_equal(s.curr_items, 2500);
     assert_int_equal(s.crawler_reclaimed, 2500);
     /* Survivors: even i; keys "exp0".."exp4999" are 4 to 7 bytes long. */
-    assert_int_equal(s.bytes, 2500 * (ITEM_HEADER_SIZE + 7 + 10 + 2) - (5 * 3 + 45 * 2 + 450));
+    assert_int_equal(s.bytes, 2500 * (T_HEADER(0, 10) + 7 + 10 + 2) - (5 * 3 + 45 * 2 + 450));
     snprintf(k, sizeof(k), "exp%d", 42);
     t_expect(st, k, "some value", later);
     t_check(st);
@@ -476,7 +475,7 @@ static void test_arith(void **state)
     uint64_t cas = 0;
     assert_int_equal(t_arith(st, "n", true, 1, &v, NULL), STORAGE_ARITH_NOT_FOUND);
 
-    /* In place with padding: 100 decr 1 -> "99 ". */
+    /* Padded as memcached's in-place update: 100 decr 1 -> "99 ". */
     enum storage_store_outcome so;
     uint64_t cas0 = 0;
     assert_int_equal(t_store(st, "n", "100", 3, 17, T0 + 1000, STORAGE_SET, 0, T0, &so, &cas0), 0);
@@ -488,7 +487,9 @@ static void test_arith(void **state)
     assert_true(cas > cas0);
     t_expect_raw(st, "n", "99 ");
     struct item *after = t_get(st, "n", T0, NULL);
-    assert_ptr_equal(after, b2); /* same item: updated in place */
+    /* A new item (never in place: references are per segment), looking as
+     * memcached's in-place update does. */
+    assert_ptr_not_equal(after, b2);
     assert_int_equal(storage_item_flags(after), 17);
     assert_int_equal(storage_item_exptime(after), T0 + 1000);
     assert_int_equal(storage_item_cas(after), cas);
@@ -599,7 +600,7 @@ static void test_sizes(void **state)
     (void)state;
     struct storage *st = t_create(64 * MiB, 0, false);
     struct item *it = NULL;
-    size_t fit = 1 * MiB - ITEM_HEADER_SIZE - 3 - 2;
+    size_t fit = 1 * MiB - T_HEADER(1, 1 * MiB) - 3 - 2;
     assert_true(storage_item_size_ok(st, 3, fit));
     assert_false(storage_item_size_ok(st, 3, fit + 1));
     /* storage_alloc applies memcached's rule: 48 + 8 (CAS) + key + 1 + value + 2,
@@ -612,7 +613,7 @@ static void test_sizes(void **state)
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, (size_t)1 << 40, T0, &it), STORAGE_E2BIG);
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, max, T0, &it), 0);
     assert_non_null(it);
-    assert_int_equal(storage_item_total(it), ITEM_HEADER_SIZE + 3 + max + 2);
+    assert_int_equal(storage_item_total(it), T_HEADER(0, max) + 3 + max + 2);
     memset(storage_item_value(it), 'q', max);
     enum storage_store_outcome out;
     assert_int_equal(storage_store(st, it, STORAGE_SET, 0, storage_hash("big", 3), T0, &out, NULL),
@@ -638,8 +639,8 @@ static void test_sizes(void **state)
     storage_options_default(&o);
     o.item_size_max = 4096;
     assert_int_equal(storage_create(&st, &o), 0);
-    assert_true(storage_item_size_ok(st, 10, 4096 - ITEM_HEADER_SIZE - 12));
-    assert_false(storage_item_size_ok(st, 10, 4096 - ITEM_HEADER_SIZE - 11));
+    assert_true(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 12));
+    assert_false(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 11));
     struct storage_class_stats cs;
     assert_true(storage_get_class_stats(st, storage_class_count(st), T0, &cs));
     assert_int_equal(cs.chunk_size, 4096);
@@ -660,9 +661,9 @@ static void test_reset_stats(void **state)
     storage_reset_stats(st);
     s = t_stats(st, T0);
     assert_int_equal(s.total_items, 0);
-    assert_int_equal(s.curr_items, 1);                       /* gauge kept */
-    assert_int_equal(s.bytes, ITEM_HEADER_SIZE + 1 + 1 + 2); /* gauge kept */
-    assert_int_equal(s.total_malloced, 1 * MiB);             /* gauge kept */
+    assert_int_equal(s.curr_items, 1);                     /* gauge kept */
+    assert_int_equal(s.bytes, T_HEADER(0, 1) + 1 + 1 + 2); /* gauge kept */
+    assert_int_equal(s.total_malloced, 1 * MiB);           /* gauge kept */
     assert_int_equal(s.active_classes, 1);
     t_set(st, "c", "3", 0, T0);
     assert_int_equal(t_stats(st, T0).total_items, 1);
