@@ -304,6 +304,7 @@ static uint32_t seg_commit_locked(struct storage *st)
         __atomic_fetch_add(&st->malloc_fails, 1, __ATOMIC_RELAXED);
         return SEG_NONE;
     }
+    SEG_UNPOISON(seg_base(st, s), st->page_size);
     st->nsegs++;
     if (s + 1 > st->seg_high) {
         st->seg_high = s + 1;
@@ -794,6 +795,18 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
             break;
         }
     }
+    if (it == NULL) {
+        /* A tiny cache may not have a segment for each queue: the other
+         * queue's active segment will do. */
+        uint32_t o = main ? st->small_act : st->main_act;
+        if (o != SEG_NONE && st->segs[o].used + span <= st->page_size) {
+            struct seg *g = &st->segs[o];
+            it = (struct item *)(seg_base(st, o) + g->used);
+            g->used += (uint32_t)span;
+            __atomic_add_fetch(&g->refs, 1, __ATOMIC_ACQ_REL);
+            __atomic_add_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
+        }
+    }
     pthread_mutex_unlock(&st->seg_lock);
     return it;
 }
@@ -804,6 +817,14 @@ bool seg_maintain(struct storage *st, rel_time_t now)
 {
     pthread_mutex_lock(&st->seg_lock);
     seg_sweep_drain_locked(st);
+    /* Evict ahead of demand: at the limit, keep one segment free so that a
+     * store rarely has to empty a segment itself. */
+    if (!st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 &&
+        st->pages_max >= 4 && st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
+        bool progress = seg_evict_one_locked(st, NULL, now);
+        pthread_mutex_unlock(&st->seg_lock);
+        return progress;
+    }
     uint32_t highest = st->seg_high;
     uint32_t s = st->expire_cursor;
     unsigned looked = 0;
