@@ -819,8 +819,8 @@ bool seg_maintain(struct storage *st, rel_time_t now)
     seg_sweep_drain_locked(st);
     /* Evict ahead of demand: at the limit, keep one segment free so that a
      * store rarely has to empty a segment itself. */
-    if (!st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 &&
-        st->pages_max >= 4 && st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
+    if (!st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 && st->pages_max >= 4 &&
+        st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
         bool progress = seg_evict_one_locked(st, NULL, now);
         pthread_mutex_unlock(&st->seg_lock);
         return progress;
@@ -860,9 +860,10 @@ bool seg_maintain(struct storage *st, rel_time_t now)
     return emptied > 0;
 }
 
-void seg_counts(struct storage *st, uint64_t *committed, uint64_t *free_segs)
+void seg_counts(struct storage *st, uint64_t *committed, uint64_t *free_segs, uint64_t *limit)
 {
     pthread_mutex_lock(&st->seg_lock);
+    *limit = st->opts.maxbytes;
     *committed = st->nsegs;
     *free_segs = st->nfree + (st->reserve != SEG_NONE ? 1u : 0u);
     pthread_mutex_unlock(&st->seg_lock);

@@ -1159,9 +1159,9 @@ void storage_get_stats(struct storage *st, rel_time_t now, struct storage_stats 
             out->active_classes++;
         }
     }
-    uint64_t committed, free_segs;
-    seg_counts(st, &committed, &free_segs);
-    out->limit_maxbytes = st->opts.maxbytes;
+    uint64_t committed, free_segs, limit;
+    seg_counts(st, &committed, &free_segs, &limit);
+    out->limit_maxbytes = limit;
     out->total_malloced = committed * st->page_size;
     out->slab_global_page_pool = free_segs;
     out->malloc_fails = __atomic_load_n(&st->malloc_fails, __ATOMIC_RELAXED);

@@ -2,8 +2,8 @@
  * storage.h - the cache engine's whole contract.
  *
  * The engine stores items (key, 32-bit client flags, expiry time, CAS, value)
- * in memory bounded by a byte limit, finds them through a hash table that
- * grows incrementally, and evicts when full. It knows nothing of sockets,
+ * in memory bounded by a byte limit (a log of 1 MiB segments), finds them
+ * through a hash table that grows incrementally, and evicts when full. It knows nothing of sockets,
  * protocols or threads it did not start (it starts none): the server drives
  * background work by calling storage_maintain() from a thread of its own.
  *
@@ -20,14 +20,13 @@
  * except create/destroy.
  *
  * Lock order (complete; take left before right, never the reverse):
- *     item stripe lock  ->  class lock  ->  page lock
+ *     item stripe lock  ->  segment lock, ghost lock
  * - item stripe lock: striped by key hash; guards hash chains, the hash
  *   table's migration of the buckets it covers, and item fields of linked items.
- * - class lock: one per size class; guards the class's free list, its eviction
- *   queues (S3-FIFO) and its counters.
- * - page lock: guards the global page budget (-m) and page assignment.
- * Eviction from a class (holding the class lock) may only *try* to take an
- * item's stripe lock (trylock), since that is the reverse order.
+ * - segment lock: guards the segment lists (free, S3-FIFO queues, drain) and
+ *   appends to the active segments; a leaf, as is the ghost's lock.
+ * Eviction empties a segment holding no engine lock, taking each item's
+ * stripe lock in turn, and only *tries* one when its caller holds another.
  *
  * Items are reference-counted. storage_get() and friends return an item with
  * a reference the caller owns; it stays valid (key and value bytes unchanged)
@@ -50,10 +49,10 @@ struct storage;
 struct item;
 
 struct storage_options {
-    size_t maxbytes;      /* item memory limit in bytes (-m); pages are 1 MiB */
+    size_t maxbytes;      /* item memory limit in bytes (-m); segments are 1 MiB */
     size_t item_size_max; /* largest item total size (-I), default 1 MiB */
-    double growth_factor; /* size class growth factor (-f), > 1 */
-    size_t chunk_min;     /* -n: key+value+flags room of the smallest chunk */
+    double growth_factor; /* reporting class growth factor (-f), > 1 */
+    size_t chunk_min;     /* -n: key+value+flags room of the smallest class */
     unsigned hashpower;   /* initial hash table size 2^hashpower; 0 = 16 */
     bool no_evict;        /* -M: refuse stores instead of evicting */
     bool use_cas;         /* false with -C: storage_item_cas() reports 0 */
@@ -97,7 +96,8 @@ uint64_t storage_item_cas(const struct item *it);       /* 0 when CAS is disable
 rel_time_t storage_item_exptime(const struct item *it); /* 0 = never */
 /* Total bytes the item occupies, header included (its chunk's used size). */
 size_t storage_item_total(const struct item *it);
-/* The item's size class id, 1..storage_class_count(). */
+/* The item's reporting class id, 1..storage_class_count(): the class
+ * memcached would store it in (same -n, -f and -I). */
 unsigned storage_item_class(const struct item *it);
 
 /* Would an item with this key length and value length fit under
@@ -193,9 +193,10 @@ struct storage_arith {
 };
 
 /* incr/decr. The value must be a decimal u64 (leading spaces allowed, anything
- * after the digits and a space ignored). The new number is written in place,
- * right-padded with spaces, when it is no longer than the old value and
- * nobody else holds a reference; otherwise a new item replaces the old one.
+ * after the digits and a space ignored). A new item replaces the old one;
+ * when the new number is no longer than the old value it is right-padded
+ * with spaces to the old length and keeps the item's marks (as memcached's
+ * in-place update).
  * Flags and exptime are kept; the CAS changes. *value gets the new number and
  * *cas_out the new CAS (either may be NULL). *clsid_out (may be NULL) gets
  * the class id of the item found, when one was.
@@ -391,8 +392,8 @@ struct storage_stats {
     uint64_t evicted_unfetched;
     uint64_t crawler_reclaimed; /* expired/flushed items freed by storage_maintain */
     uint64_t limit_maxbytes;
-    uint64_t total_malloced; /* bytes of pages handed to classes */
-    uint64_t slab_global_page_pool;
+    uint64_t total_malloced;        /* bytes of segments in use or free */
+    uint64_t slab_global_page_pool; /* free segments */
     uint64_t malloc_fails;
     unsigned hash_power_level;
     uint64_t hash_bytes;
@@ -422,7 +423,7 @@ struct storage_class_stats {
 };
 
 void storage_get_stats(struct storage *st, rel_time_t now, struct storage_stats *out);
-/* Number of size classes (ids 1..n). */
+/* Number of reporting classes (ids 1..n). */
 unsigned storage_class_count(const struct storage *st);
 /* Fills `out` for class id 1..n; returns false for an unknown id. */
 bool storage_get_class_stats(struct storage *st, unsigned id, rel_time_t now,

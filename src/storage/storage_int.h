@@ -285,7 +285,8 @@ static inline size_t item_span(const struct item *it)
 
 static inline unsigned item_class(const struct item *it)
 {
-    return it->fq >> 2;
+    /* The same byte as the access count, which hits store atomically. */
+    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED) >> 2;
 }
 
 static inline unsigned item_freq(const struct item *it)
@@ -371,8 +372,8 @@ bool seg_maintain(struct storage *st, rel_time_t now);
 void seg_note_item(struct storage *st, const struct item *it);
 /* Counts an expired or flushed item dropped by eviction or the crawler. */
 void seg_count_dead(struct storage *st, const struct item *it, bool background);
-/* Segment counts for stats. */
-void seg_counts(struct storage *st, uint64_t *committed, uint64_t *free_segs);
+/* Segment counts and the memory limit (-m, changed by cache_memlimit). */
+void seg_counts(struct storage *st, uint64_t *committed, uint64_t *free_segs, uint64_t *limit);
 
 /* ---- walk.c ------------------------------------------------------------ */
 
