@@ -4,7 +4,8 @@
  * eviction by segment (copy-forward of read items, one-hit wonders first,
  * the ghost), references pinning segments, -M compaction, whole-segment
  * expiry and the crawler, run-time memory limit changes, and a threaded run
- * with checksummed values.
+ * with checksummed values. Tests marked BUG assert the correct behaviour
+ * and fail on the engine they name (see each comment).
  *
  * Presence is checked with seg_peek(), which looks in the hash table under
  * the stripe lock without counting an access, so checking does not change
@@ -674,6 +675,49 @@ static void test_expiry_frees_segments(void **state)
     storage_destroy(&st);
 }
 
+/* BUG (fails on eba2113): at the limit, storage_maintain() evicts a
+ * segment ahead of demand before it looks for segments whose items have
+ * all expired, so a cache whose memory is full of expired items loses live
+ * ones in the background. Pins that reclaiming expired segments comes
+ * first: with every usable segment committed and four of them expired,
+ * maintenance evicts nothing and every survivor stays. */
+static void test_expiry_at_limit_reclaims_before_evicting(void **state)
+{
+    (void)state;
+    struct storage *st = t_create(8 * MiB, 0, false);
+    const size_t nval = 1000;
+    const unsigned per_seg = (unsigned)(MiB / SPAN(KEYLEN, nval));
+    const unsigned nbatch = 4 * per_seg;
+    const unsigned nsurv = 3 * per_seg - 10; /* 7 segments in all, just short of full */
+    for (unsigned i = 0; i < 2 * per_seg; i++) {
+        s_put_ok(st, 's', i, nval, 0, 0, T0);
+    }
+    for (unsigned i = 0; i < nbatch; i++) {
+        s_put_ok(st, 'e', i, nval, 0, T0 + 10, T0);
+    }
+    for (unsigned i = 2 * per_seg; i < nsurv; i++) {
+        s_put_ok(st, 's', i, nval, 0, 0, T0);
+    }
+    struct storage_stats s = t_stats(st, T0);
+    assert_int_equal(s.evictions, 0);
+    assert_int_equal(s.total_malloced, 7 * MiB);
+
+    maintain_all(st, T0 + 20);
+    s = t_stats(st, T0 + 20);
+    if (s.evictions != 0) {
+        fail_msg("BUG: background maintenance evicted %llu live items while %u expired items "
+                 "filled four segments",
+                 (unsigned long long)s.evictions, nbatch);
+    }
+    assert_int_equal(s.curr_items, nsurv);
+    assert_int_equal(s.crawler_reclaimed, nbatch);
+    for (unsigned i = 0; i < nsurv; i++) {
+        s_expect(st, 's', i, nval, 0, T0 + 20);
+    }
+    t_check(st);
+    storage_destroy(&st);
+}
+
 /* Pins the crawler on shared segments: expiring items interleaved with
  * items that never expire are removed by storage_maintain() alone (counted
  * in crawler_reclaimed; lookups then miss), and the survivors stay. */
@@ -1074,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_no_evict_compaction),
         cmocka_unit_test(test_no_evict_refusal_copies_little),
         cmocka_unit_test(test_expiry_frees_segments),
+        cmocka_unit_test(test_expiry_at_limit_reclaims_before_evicting),
         cmocka_unit_test(test_crawler_mixed_segments),
         cmocka_unit_test(test_memlimit_lower_raise),
         cmocka_unit_test(test_memlimit_lowered_far_store_succeeds),
