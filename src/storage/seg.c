@@ -165,7 +165,7 @@ int seg_setup(struct storage *st)
 void seg_teardown(struct storage *st)
 {
     if (st->arena != NULL) {
-        SEG_UNPOISON(st->arena, st->arena_bytes);
+        SEG_UNPOISON(st->arena, (size_t)st->seg_high * st->page_size);
         munmap(st->arena, st->arena_bytes);
         st->arena = NULL;
     }
@@ -427,7 +427,7 @@ static void ghost_fit_locked(struct storage *st)
     }
     free(st->ghost);
     st->ghost = g;
-    st->ghost_buckets = nb;
+    __atomic_store_n(&st->ghost_buckets, nb, __ATOMIC_RELAXED);
 }
 
 static void ghost_add(struct storage *st, uint64_t hv)
@@ -672,7 +672,8 @@ static bool seg_empty(struct storage *st, uint32_t s, enum empty_mode mode, bool
 
 /* Detaches and empties one full segment to make room. Called and returns
  * with seg_lock held (dropped meanwhile). Returns whether it made progress. */
-static bool seg_evict_one_locked(struct storage *st, pthread_mutex_t *held, rel_time_t now)
+static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_t *held,
+                                 rel_time_t now)
 {
     uint32_t v = SEG_NONE;
     enum empty_mode mode = EMPTY_EVICT;
@@ -703,8 +704,9 @@ static bool seg_evict_one_locked(struct storage *st, pthread_mutex_t *held, rel_
         /* Only if its live bytes fit: measured below, without the lock. */
     } else {
         size_t total = st->nsmall + st->nmain + 1;
-        bool small = st->small_old != SEG_NONE &&
-                     (st->main_old == SEG_NONE || st->nsmall * SEG_SMALL_DIV >= total);
+        bool small =
+            st->small_old != SEG_NONE &&
+            (st->main_old == SEG_NONE || (st->nsmall >= 2 && st->nsmall * SEG_SMALL_DIV > total));
         for (int q = 0; q < 2 && v == SEG_NONE; q++, small = !small) {
             uint32_t s = small ? st->small_old : st->main_old;
             for (int i = 0; s != SEG_NONE && i < SEG_VICTIM_SCAN; i++, s = st->segs[s].next) {
@@ -739,7 +741,8 @@ static bool seg_evict_one_locked(struct storage *st, pthread_mutex_t *held, rel_
         if (st->main_act != SEG_NONE) {
             room += st->page_size - st->segs[st->main_act].used;
         }
-        fits = live_bytes <= room && live_bytes < st->page_size;
+        /* Worth it only if the room it frees takes the item. */
+        fits = live_bytes <= room && live_bytes + span <= st->page_size;
         pthread_mutex_unlock(&st->seg_lock);
     }
     bool done = fits && seg_empty(st, v, mode, false, held, now);
@@ -760,7 +763,10 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
 {
     struct item *it = NULL;
     pthread_mutex_lock(&st->seg_lock);
-    for (int round = 0; round < SEG_ALLOC_ROUNDS; round++) {
+    /* A lowered limit gives back every segment emptied above it. */
+    int rounds =
+        SEG_ALLOC_ROUNDS + (st->nsegs > st->pages_max ? (int)(st->nsegs - st->pages_max) : 0);
+    for (int round = 0; round < rounds; round++) {
         uint32_t *act = main ? &st->main_act : &st->small_act;
         uint32_t *other = main ? &st->small_act : &st->main_act;
         if (st->opts.no_evict && *other != SEG_NONE &&
@@ -791,7 +797,7 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
         if (seg_sweep_drain_locked(st) > 0) {
             continue;
         }
-        if (!seg_evict_one_locked(st, held, now)) {
+        if (!seg_evict_one_locked(st, span, held, now)) {
             break;
         }
     }
@@ -817,14 +823,6 @@ bool seg_maintain(struct storage *st, rel_time_t now)
 {
     pthread_mutex_lock(&st->seg_lock);
     seg_sweep_drain_locked(st);
-    /* Evict ahead of demand: at the limit, keep one segment free so that a
-     * store rarely has to empty a segment itself. */
-    if (!st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 && st->pages_max >= 4 &&
-        st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
-        bool progress = seg_evict_one_locked(st, NULL, now);
-        pthread_mutex_unlock(&st->seg_lock);
-        return progress;
-    }
     uint32_t highest = st->seg_high;
     uint32_t s = st->expire_cursor;
     unsigned looked = 0;
@@ -856,6 +854,15 @@ bool seg_maintain(struct storage *st, rel_time_t now)
         s = s + 1 < highest ? s + 1 : 0;
     }
     st->expire_cursor = s;
+    /* Evict ahead of demand: at the limit, with nothing expired to take
+     * back, keep one segment free so that a store rarely has to empty a
+     * segment itself. */
+    if (emptied == 0 && !st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 &&
+        st->pages_max >= 4 && st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
+        bool progress = seg_evict_one_locked(st, 0, NULL, now);
+        pthread_mutex_unlock(&st->seg_lock);
+        return progress;
+    }
     pthread_mutex_unlock(&st->seg_lock);
     return emptied > 0;
 }

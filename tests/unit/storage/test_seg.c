@@ -4,8 +4,8 @@
  * eviction by segment (copy-forward of read items, one-hit wonders first,
  * the ghost), references pinning segments, -M compaction, whole-segment
  * expiry and the crawler, run-time memory limit changes, and a threaded run
- * with checksummed values. Tests marked BUG assert the correct behaviour
- * and fail on the engine they name (see each comment).
+ * with checksummed values. Tests marked "Regression" failed on the engine
+ * commit they name and pin the fix.
  *
  * Presence is checked with seg_peek(), which looks in the hash table under
  * the stripe lock without counting an access, so checking does not change
@@ -349,7 +349,7 @@ static void test_ghost_admits_to_main(void **state)
     storage_destroy(&st);
 }
 
-/* BUG (fails on bef1f61): in a small cache (fewer than about 10
+/* Regression (failed on bef1f61, fixed since): in a small cache (fewer than about 10
  * segments) an unread item can be evicted a handful of stores after it was
  * stored, while the cache holds thousands of items. S3-FIFO gives a new
  * item a probation in the small queue of about 10% of the cache; here the
@@ -376,7 +376,7 @@ static void test_small_cache_probation_window(void **state)
         }
     }
     if (lost > 0) {
-        fail_msg("BUG: %u unread items evicted within %u stores of their own store (first "
+        fail_msg("%u unread items evicted within %u stores of their own store (first "
                  "h%09u) in a cache holding %llu items",
                  lost, lag, first_lost, (unsigned long long)t_stats(st, T0).curr_items);
     }
@@ -568,7 +568,7 @@ static void test_no_evict_compaction(void **state)
     storage_destroy(&st);
 }
 
-/* BUG (fails on bef1f61): under -M, once every segment is full of live
+/* Regression (failed on bef1f61, fixed since): under -M, once every segment is full of live
  * items, each refused store still compacts full segments, up to
  * SEG_ALLOC_ROUNDS (16) of them, copying every item of each to gain the
  * few bytes at a segment's end, and then fails anyway (about 16 MiB of
@@ -589,7 +589,7 @@ static void test_no_evict_refusal_copies_little(void **state)
         uint64_t moved = st->moved;
         assert_int_equal(s_put(st, 'm', n, nval, 0, 0, T0), STORAGE_ENOMEM);
         if (st->moved - moved > per_seg) {
-            fail_msg("BUG: a refused store under -M copied %llu items (%u per segment)",
+            fail_msg("a refused store under -M copied %llu items (%u per segment)",
                      (unsigned long long)(st->moved - moved), per_seg);
         }
     }
@@ -675,7 +675,7 @@ static void test_expiry_frees_segments(void **state)
     storage_destroy(&st);
 }
 
-/* BUG (fails on eba2113): at the limit, storage_maintain() evicts a
+/* Regression (failed on eba2113, fixed since): at the limit, storage_maintain() evicts a
  * segment ahead of demand before it looks for segments whose items have
  * all expired, so a cache whose memory is full of expired items loses live
  * ones in the background. Pins that reclaiming expired segments comes
@@ -705,7 +705,7 @@ static void test_expiry_at_limit_reclaims_before_evicting(void **state)
     maintain_all(st, T0 + 20);
     s = t_stats(st, T0 + 20);
     if (s.evictions != 0) {
-        fail_msg("BUG: background maintenance evicted %llu live items while %u expired items "
+        fail_msg("background maintenance evicted %llu live items while %u expired items "
                  "filled four segments",
                  (unsigned long long)s.evictions, nbatch);
     }
@@ -827,7 +827,7 @@ static void test_memlimit_lower_raise(void **state)
     storage_destroy(&st);
 }
 
-/* BUG (fails on bef1f61): after the limit is lowered far below what is
+/* Regression (failed on bef1f61, fixed since): after the limit is lowered far below what is
  * committed (32 MiB to 4 MiB), the next store fails with STORAGE_ENOMEM
  * although everything is evictable. storage.h keeps ENOMEM for "eviction
  * impossible or -M". Pins that every store after lowering succeeds. */
@@ -842,7 +842,7 @@ static void test_memlimit_lowered_far_store_succeeds(void **state)
     for (unsigned i = 0; i < 6 * per_seg; i++, k++) {
         int rc = s_put(st, 'l', k, nval, 0, 0, T0);
         if (rc != 0) {
-            fail_msg("BUG: store %u after lowering the limit: %s (committed %llu MiB)", i,
+            fail_msg("store %u after lowering the limit: %s (committed %llu MiB)", i,
                      storage_strerror(rc),
                      (unsigned long long)(t_stats(st, T0).total_malloced / MiB));
         }
