@@ -182,6 +182,24 @@ static char *seg_base(const struct storage *st, uint32_t s)
     return st->arena + (size_t)s * st->page_size;
 }
 
+/* Appends room for `span` bytes to segment s (SEG_NONE: none) under
+ * seg_lock, counted pending until written, and with a reference for a
+ * caller's allocation; NULL when it does not fit. */
+static struct item *seg_append_locked(struct storage *st, uint32_t s, size_t span, bool ref)
+{
+    if (s == SEG_NONE || st->segs[s].used + span > st->page_size) {
+        return NULL;
+    }
+    struct seg *g = &st->segs[s];
+    struct item *it = (struct item *)(seg_base(st, s) + g->used);
+    g->used += (uint32_t)span;
+    if (ref) {
+        __atomic_add_fetch(&g->refs, 1, __ATOMIC_ACQ_REL);
+    }
+    __atomic_add_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
+    return it;
+}
+
 /* ---- lists (under seg_lock) ---------------------------------------------- */
 
 static void fifo_push(struct storage *st, uint32_t *oldest, uint32_t *newest, uint32_t s)
@@ -492,11 +510,7 @@ void seg_note_item(struct storage *st, const struct item *it)
         __atomic_store_n(&g->never, true, __ATOMIC_RELAXED);
     } else {
         atomic_max_u32(&g->max_exp, exp);
-        rel_time_t hint = __atomic_load_n(&st->exp_hint, __ATOMIC_RELAXED);
-        while ((hint == 0 || exp < hint) &&
-               !__atomic_compare_exchange_n(&st->exp_hint, &hint, exp, true, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED)) {
-        }
+        exp_hint_lower(st, exp);
     }
     atomic_max_u64(&g->max_cas, __atomic_load_n(&it->cas, __ATOMIC_RELAXED));
 }
@@ -529,14 +543,11 @@ static struct item *seg_alloc_move(struct storage *st, size_t span, rel_time_t n
     struct item *it = NULL;
     pthread_mutex_lock(&st->seg_lock);
     for (int round = 0; round < 2 && it == NULL; round++) {
+        it = seg_append_locked(st, st->main_act, span, false);
+        if (it != NULL) {
+            break;
+        }
         if (st->main_act != SEG_NONE) {
-            struct seg *g = &st->segs[st->main_act];
-            if (g->used + span <= st->page_size) {
-                it = (struct item *)(seg_base(st, st->main_act) + g->used);
-                g->used += (uint32_t)span;
-                __atomic_add_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
-                break;
-            }
             queue_push_locked(st, st->main_act, false);
             st->main_act = SEG_NONE;
         }
@@ -776,15 +787,11 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
              * the main queue's active segment. */
             act = other;
         }
+        it = seg_append_locked(st, *act, span, true);
+        if (it != NULL) {
+            break;
+        }
         if (*act != SEG_NONE) {
-            struct seg *g = &st->segs[*act];
-            if (g->used + span <= st->page_size) {
-                it = (struct item *)(seg_base(st, *act) + g->used);
-                g->used += (uint32_t)span;
-                __atomic_add_fetch(&g->refs, 1, __ATOMIC_ACQ_REL);
-                __atomic_add_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
-                break;
-            }
             queue_push_locked(st, *act, false);
             *act = SEG_NONE;
         }
@@ -804,14 +811,7 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
     if (it == NULL) {
         /* A tiny cache may not have a segment for each queue: the other
          * queue's active segment will do. */
-        uint32_t o = main ? st->small_act : st->main_act;
-        if (o != SEG_NONE && st->segs[o].used + span <= st->page_size) {
-            struct seg *g = &st->segs[o];
-            it = (struct item *)(seg_base(st, o) + g->used);
-            g->used += (uint32_t)span;
-            __atomic_add_fetch(&g->refs, 1, __ATOMIC_ACQ_REL);
-            __atomic_add_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
-        }
+        it = seg_append_locked(st, main ? st->small_act : st->main_act, span, true);
     }
     pthread_mutex_unlock(&st->seg_lock);
     return it;

@@ -327,6 +327,16 @@ static inline pthread_mutex_t *stripe_lock_of(struct storage *st, uint64_t hv)
     return &st->stripes[hv & (STORAGE_STRIPES - 1)].lock;
 }
 
+/* Lowers the crawler's exp_hint to exp (non-zero) if it is earlier. */
+static inline void exp_hint_lower(struct storage *st, rel_time_t exp)
+{
+    rel_time_t hint = __atomic_load_n(&st->exp_hint, __ATOMIC_RELAXED);
+    while ((hint == 0 || exp < hint) &&
+           !__atomic_compare_exchange_n(&st->exp_hint, &hint, exp, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+    }
+}
+
 /* Live, expired or flushed at `now` (see storage.c). */
 enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now);
 

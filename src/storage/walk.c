@@ -124,11 +124,7 @@ bool crawl_step(struct storage *st, rel_time_t now)
     /* What this pass left behind expires next; items noted meanwhile are in
      * exp_hint already. */
     if (st->pass_min != 0) {
-        rel_time_t hint = __atomic_load_n(&st->exp_hint, __ATOMIC_RELAXED);
-        while ((hint == 0 || st->pass_min < hint) &&
-               !__atomic_compare_exchange_n(&st->exp_hint, &hint, st->pass_min, true,
-                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        }
+        exp_hint_lower(st, st->pass_min);
     }
     return false;
 }
