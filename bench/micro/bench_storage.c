@@ -46,7 +46,6 @@ static int store(const char *key, uint64_t hv)
     }
     char *v = storage_item_value(it);
     memset(v, 'x', VALSZ);
-    memcpy(v + VALSZ, "\r\n", 2);
     enum storage_store_outcome out;
     int rc = storage_store(st, it, STORAGE_SET, 0, hv, 2, &out, NULL);
     storage_release(st, &it);

@@ -384,7 +384,6 @@ static int put(struct run *r, const char *key, uint64_t hv, bool timed)
     }
     char *v = storage_item_value(it);
     memset(v, 'v', VALLEN);
-    memcpy(v + VALLEN, "\r\n", 2);
     enum storage_store_outcome out;
     if (timed) {
         c0 = thread_cpu();

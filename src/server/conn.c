@@ -643,13 +643,28 @@ static bool rbuf_make_room(struct conn *c)
 /* Where the next read goes: straight into the item a data block fills, or
  * the end of the read buffer. False when no buffer could be had (an error
  * reply is queued and the connection closes after it). */
+/* Where the next bytes of a data block go: the item's value, then the
+ * terminator's two bytes (text) into x->tail. */
+static char *nread_target(struct conn_ext *x, size_t *room)
+{
+    size_t nv = storage_item_nbytes(x->item);
+    if (x->item_done < nv) {
+        *room = nv - x->item_done;
+        return storage_item_value(x->item) + x->item_done;
+    }
+    *room = x->item_need - x->item_done;
+    return x->tail + (x->item_done - nv);
+}
+
 static bool read_target(struct conn *c, char **dst, size_t *room, bool *into_item)
 {
-    *into_item = c->state == CONN_NREAD && c->rlen == 0;
+    /* CONN_NREAD is entered only with c->ext made. Only the value is read
+     * straight into the item: its terminator comes through the read buffer
+     * with whatever follows it. */
+    *into_item = c->state == CONN_NREAD && c->rlen == 0 &&
+                 c->ext->item_done < storage_item_nbytes(c->ext->item);
     if (*into_item) {
-        /* CONN_NREAD is entered only with c->ext made. */
-        *dst = storage_item_value(c->ext->item) + c->ext->item_done;
-        *room = c->ext->item_need - c->ext->item_done;
+        *dst = nread_target(c->ext, room);
         return true;
     }
     if (!rbuf_make_room(c)) {
@@ -756,12 +771,13 @@ bool conn_run(struct conn *c, bool *yielded)
         /* CONN_NREAD and CONN_SWALLOW are entered only with c->ext made. */
         if (c->state == CONN_NREAD) {
             struct conn_ext *x = c->ext;
-            if (c->rlen > 0 && x->item_done < x->item_need) {
-                size_t n = x->item_need - x->item_done;
+            while (c->rlen > 0 && x->item_done < x->item_need) {
+                size_t n;
+                char *dst = nread_target(x, &n);
                 if (n > c->rlen) {
                     n = c->rlen;
                 }
-                memcpy(storage_item_value(x->item) + x->item_done, c->rbuf + c->rstart, n);
+                memcpy(dst, c->rbuf + c->rstart, n);
                 x->item_done += (uint32_t)n;
                 consume(c, n);
             }

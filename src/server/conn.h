@@ -64,8 +64,9 @@ struct conn_ext {
     uint64_t swallow;   /* bytes left to discard */
     void *meta_pending; /* an ms awaiting its data block (process_meta.c); freed with free() */
     enum text_cmd item_cmd;
-    uint32_t item_done;  /* bytes of value+"\r\n" received so far */
+    uint32_t item_done;  /* bytes of the data block received so far */
     uint32_t item_need;  /* value length + 2 (text), value length (binary) */
+    char tail[2];        /* the text block's terminator: items do not store it */
     uint32_t bin_opaque; /* the binary request the item belongs to */
     uint8_t bin_opcode;
     /* authentication (-S, -Y), while an exchange is going on */

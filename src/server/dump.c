@@ -85,7 +85,7 @@ static long unix_time(const struct server *srv, rel_time_t t)
 static void dump_item(void *ctx, const struct item *it)
 {
     struct conn_dump *d = ctx;
-    unsigned cls = storage_item_class(it);
+    unsigned cls = storage_item_class(d->srv->storage, it);
     if (!d->all && (cls >= DUMP_CLASS_LIMIT || !d->classes[cls])) {
         return;
     }
@@ -107,8 +107,9 @@ static void dump_item(void *ctx, const struct item *it)
         n = snprintf(p + k, d->cap - d->len - k,
                      " exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%u size=%zu\n",
                      exp == 0 ? -1L : unix_time(d->srv, exp),
-                     unix_time(d->srv, storage_item_atime(it)), storage_item_cas(it),
-                     storage_item_fetched(it) ? "yes" : "no", cls, storage_item_total(it));
+                     unix_time(d->srv, storage_item_atime(it, clock_now(&d->srv->clock))),
+                     storage_item_cas(it), storage_item_fetched(it) ? "yes" : "no", cls,
+                     storage_item_total(it));
         n = n < 0 ? 0 : n + (int)k;
         break;
     }

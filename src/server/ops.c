@@ -27,7 +27,7 @@ struct item *ops_fetch(struct conn *c, const char *key, size_t nkey, bool touch,
         STAT_INCR(ts, touch_cmds);
         if (it != NULL) {
             STAT_INCR(ts, touch_hits);
-            SLAB_INCR(ts, storage_item_class(it), touch_hits);
+            SLAB_INCR(ts, storage_item_class(c->w->srv->storage, it), touch_hits);
         } else {
             STAT_INCR(ts, touch_misses);
         }
@@ -36,7 +36,7 @@ struct item *ops_fetch(struct conn *c, const char *key, size_t nkey, bool touch,
         STAT_INCR(ts, get_cmds);
         if (it != NULL) {
             STAT_INCR(ts, get_hits);
-            SLAB_INCR(ts, storage_item_class(it), get_hits);
+            SLAB_INCR(ts, storage_item_class(c->w->srv->storage, it), get_hits);
         } else {
             STAT_INCR(ts, get_misses);
             if (why == STORAGE_EXPIRED) {
@@ -54,7 +54,8 @@ struct item *ops_fetch(struct conn *c, const char *key, size_t nkey, bool touch,
                                    : why == STORAGE_EXPIRED ? WATCH_EXPIRED
                                    : why == STORAGE_FLUSHED ? WATCH_FLUSHED
                                                             : WATCH_NOT_FOUND;
-        watch_emit_get(srv->watch, key, nkey, st, it != NULL ? storage_item_class(it) : 0, c->fd,
+        watch_emit_get(srv->watch, key, nkey, st,
+                       it != NULL ? storage_item_class(c->w->srv->storage, it) : 0, c->fd,
                        it != NULL ? storage_item_nbytes(it) : 0);
     }
     return it;
@@ -103,8 +104,8 @@ static void log_store(struct conn *c, const struct item *it, enum storage_op op,
                  : outcome == STORAGE_NOT_FOUND ? 3
                                                 : 0;
     watch_emit_store(c->w->srv->watch, storage_item_key(it), storage_item_nkey(it), status,
-                     cmds[op], storage_item_exptime(it), storage_item_class(it), c->fd,
-                     storage_item_nbytes(it));
+                     cmds[op], storage_item_exptime(it), storage_item_class(c->w->srv->storage, it),
+                     c->fd, storage_item_nbytes(it));
 }
 
 int ops_store(struct conn *c, struct item *it, enum storage_op op, uint64_t cas_in, uint64_t hv,
@@ -112,7 +113,7 @@ int ops_store(struct conn *c, struct item *it, enum storage_op op, uint64_t cas_
 {
     struct server *srv = c->w->srv;
     struct thread_stats *ts = &c->w->stats;
-    unsigned cls = storage_item_class(it);
+    unsigned cls = storage_item_class(c->w->srv->storage, it);
     STAT_INCR(ts, set_cmds);
     SLAB_INCR(ts, cls, cmd_set);
     *outcome = STORAGE_NOT_STORED;

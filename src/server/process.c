@@ -61,7 +61,8 @@ static void process_get(struct conn *c, const struct text_request *req)
             log_msg(LOG_DEBUG, ">%d sending key %.*s", c->fd, (int)key.len, key.p);
         }
         conn_out(c, hdr, n);
-        conn_out_item(c, it, storage_item_value(it), nbytes + 2);
+        conn_out_item(c, it, storage_item_value(it), nbytes);
+        conn_out(c, "\r\n", 2);
     }
     if (server_verbose(srv) > 1) {
         log_msg(LOG_DEBUG, ">%d END", c->fd);
@@ -130,11 +131,10 @@ void process_complete_nread(struct conn *c)
         return;
     }
     x->item = NULL;
-    const char *end = storage_item_value(it) + storage_item_nbytes(it);
-    if (end[0] != '\r' || end[1] != '\n') {
+    if (x->tail[0] != '\r' || x->tail[1] != '\n') {
         /* memcached counts the attempt before it checks the terminator. */
         STAT_INCR(&c->w->stats, set_cmds);
-        SLAB_INCR(&c->w->stats, storage_item_class(it), cmd_set);
+        SLAB_INCR(&c->w->stats, storage_item_class(c->w->srv->storage, it), cmd_set);
         reply(c, "CLIENT_ERROR bad data chunk");
         storage_release(srv->storage, &it);
         return;

@@ -131,8 +131,6 @@ void process_binary_complete_nread(struct conn *c)
     enum storage_op op = store_op(base, x->item_cas);
 
     x->item = NULL;
-    /* Binary values carry no terminator; the item keeps one for text readers. */
-    memcpy(storage_item_value(it) + storage_item_nbytes(it), "\r\n", 2);
     enum storage_store_outcome out;
     uint64_t cas = 0;
     int rc = ops_store(c, it, op, x->item_cas, x->item_hv, &out, &cas);

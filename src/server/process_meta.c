@@ -154,7 +154,7 @@ static void meta_mg(struct conn *c, const struct meta_request *req)
         reply_error(c, req->err);
         return;
     }
-    unsigned cls = storage_item_class(it);
+    unsigned cls = storage_item_class(c->w->srv->storage, it);
     if (o.touch) {
         STAT_INCR(ts, touch_cmds);
         STAT_INCR(ts, touch_hits);
@@ -185,8 +185,9 @@ static void meta_mg(struct conn *c, const struct meta_request *req)
     bool value = meta_has_flag(req, 'v');
     reply_line(c, req, value ? META_RC_VA : META_RC_HD, &f, r.created);
     if (value) {
-        /* The value and its "\r\n", straight from item memory. */
-        conn_out_item(c, it, storage_item_value(it), nbytes + 2);
+        /* The value straight from item memory, then its "\r\n". */
+        conn_out_item(c, it, storage_item_value(it), nbytes);
+        conn_out(c, "\r\n", 2);
     } else {
         storage_release(srv->storage, &it);
     }
@@ -289,11 +290,10 @@ void process_meta_complete_nread(struct conn *c)
         return;
     }
     const struct meta_request *req = &p->req;
-    unsigned cls = storage_item_class(it);
+    unsigned cls = storage_item_class(c->w->srv->storage, it);
     STAT_INCR(ts, set_cmds);
     SLAB_INCR(ts, cls, cmd_set);
-    size_t nbytes = storage_item_nbytes(it);
-    if (!meta_data_ok(storage_item_value(it), nbytes + 2)) {
+    if (!meta_data_ok(x->tail, sizeof(x->tail))) {
         /* Never hidden by q. */
         reply_error(c, META_ERR_BAD_DATA_CHUNK);
         storage_release(srv->storage, &it);
@@ -498,7 +498,7 @@ static void meta_me(struct conn *c, const struct meta_request *req)
         .last_access = (uint32_t)(now - r.time),
         .cas = storage_item_cas(it),
         .fetched = r.fetched,
-        .slab_class = storage_item_class(it),
+        .slab_class = storage_item_class(c->w->srv->storage, it),
         .total_size = storage_item_total(it),
     };
     char buf[META_HEADER_MAX];

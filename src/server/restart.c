@@ -204,7 +204,6 @@ static bool load_records(struct server *srv, FILE *f, XXH64_state_t *sum, char *
             storage_release(srv->storage, &it);
             return false;
         }
-        memcpy(dst + r.nbytes, "\r\n", 2);
         if (r.bits & REC_KEY_BINARY) {
             storage_item_set_key_binary(it);
         }

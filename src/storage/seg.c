@@ -18,8 +18,12 @@
  * costs one access count (CLOCK's second chance). The emptied segment is
  * free once its last reference is released.
  *
- * One free segment (the reserve) is kept for those copies, so emptying a
- * segment never needs the memory it is about to give back. Under -M nothing
+ * Once eviction has begun, one free segment (the reserve) is kept for those
+ * copies, so emptying a segment never needs the memory it is about to give
+ * back; until then every segment of the limit holds items (the first
+ * eviction copies what fits in the main queue's active segment and evicts
+ * the rest), and so does the background thread's evicting ahead, which
+ * starts with it. Under -M the reserve is kept from the start. Under -M nothing
  * is evicted: the segment with the fewest live bytes is compacted instead,
  * when its live items fit in the room left, else the allocation fails.
  *
@@ -271,11 +275,12 @@ static void queue_push_locked(struct storage *st, uint32_t s, bool oldest)
 }
 
 /* One segment of the limit is held back (the reserve) for moving items
- * out of a victim, once the limit is more than a few segments: either not
+ * out of a victim, once the limit is more than a few segments and eviction
+ * has begun (under -M, from the start: compaction needs it): either not
  * committed yet, or a free segment kept in st->reserve. */
 static bool seg_keep_reserve(const struct storage *st)
 {
-    return st->pages_max >= 4 && st->reserve == SEG_NONE;
+    return st->pages_max >= 4 && st->reserve == SEG_NONE && (st->evicting || st->opts.no_evict);
 }
 
 static size_t seg_room_locked(const struct storage *st)
@@ -284,15 +289,19 @@ static size_t seg_room_locked(const struct storage *st)
 }
 
 /* A free segment goes to the reserve when that is empty and no memory is
- * left uncommitted, back to the system when the limit was lowered below what
- * is committed, else to the free list. */
+ * left uncommitted, except the first one eviction empties while no other is
+ * free: that one goes to the store that needed it (so the first eviction
+ * empties one segment, not two; the next one fills the reserve). Back to the
+ * system when the limit was lowered below what is committed, else to the
+ * free list. */
 static void seg_release_locked(struct storage *st, uint32_t s)
 {
     struct seg *g = &st->segs[s];
     SEG_POISON(seg_base(st, s), st->page_size);
     g->used = 0;
     g->state = SEG_FREE;
-    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->nsegs <= st->pages_max) {
+    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->nsegs <= st->pages_max &&
+        (st->nfree > 0 || st->evicted_segs > 1 || st->opts.no_evict)) {
         st->reserve = s;
         return;
     }
@@ -336,7 +345,8 @@ static uint32_t seg_commit_locked(struct storage *st)
  * too. */
 static uint32_t seg_take_locked(struct storage *st, bool use_reserve)
 {
-    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->free_head != SEG_NONE) {
+    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->free_head != SEG_NONE &&
+        (st->nfree >= 2 || st->evicted_segs > 1 || st->opts.no_evict)) {
         uint32_t s = st->free_head;
         st->free_head = st->segs[s].next;
         st->nfree--;
@@ -512,7 +522,7 @@ void seg_note_item(struct storage *st, const struct item *it)
         atomic_max_u32(&g->max_exp, exp);
         exp_hint_lower(st, exp);
     }
-    atomic_max_u64(&g->max_cas, __atomic_load_n(&it->cas, __ATOMIC_RELAXED));
+    atomic_max_u64(&g->max_cas, item_cas(it));
 }
 
 /* Whether every item linked in s has expired or been flushed by now (from
@@ -564,8 +574,8 @@ static struct item *seg_alloc_move(struct storage *st, size_t span, rel_time_t n
 
 static void count_evicted(struct storage *st, const struct item *it, rel_time_t now)
 {
-    struct class_stats *c = &st->classes[item_class(it)];
-    rel_time_t t = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+    struct class_stats *c = &st->classes[item_class(st, it)];
+    rel_time_t t = item_time(it, now);
     __atomic_fetch_add(&c->evicted, 1, __ATOMIC_RELAXED);
     if (__atomic_load_n(&it->exptime, __ATOMIC_RELAXED) != 0) {
         __atomic_fetch_add(&c->evicted_nonzero, 1, __ATOMIC_RELAXED);
@@ -578,7 +588,7 @@ static void count_evicted(struct storage *st, const struct item *it, rel_time_t 
 
 void seg_count_dead(struct storage *st, const struct item *it, bool background)
 {
-    struct class_stats *c = &st->classes[item_class(it)];
+    struct class_stats *c = &st->classes[item_class(st, it)];
     __atomic_fetch_add(background ? &c->crawler_reclaimed : &c->reclaimed, 1, __ATOMIC_RELAXED);
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         __atomic_fetch_add(&c->expired_unfetched, 1, __ATOMIC_RELAXED);
@@ -595,9 +605,10 @@ static bool seg_move_locked(struct storage *st, struct item *it, uint64_t hv, un
     if (to == NULL) {
         return false;
     }
-    memcpy(to, it, span);
+    memcpy(to, it, item_total(it));
+    item_poison_pad(to);
     to->iflags = (uint8_t)((item_iflags(it) | ITEM_MAIN) & ~ITEM_PENDING);
-    to->fq = (uint8_t)((it->fq & ~ITEM_FREQ_MAX) | freq);
+    to->fq = (uint8_t)((item_fq(it) & ~ITEM_FREQ_MAX) | freq);
     htab_replace(st, it, to, hv);
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_RELEASE);
@@ -663,7 +674,10 @@ static bool seg_empty(struct storage *st, uint32_t s, enum empty_mode mode, bool
                 }
             } else if (from_small ? (f >= 1 || (item_iflags(it) & ITEM_MAIN)) : f >= 1) {
                 if (!seg_move_locked(st, it, hv, from_small ? 0 : f - 1, now)) {
+                    /* No room (the first eviction has no reserve yet): the
+                     * ghost sends it back to main when it is stored again. */
                     count_evicted(st, it, now);
+                    ghost_add(st, hv);
                     item_unlink_locked(st, it, hv);
                 }
             } else {
@@ -688,6 +702,7 @@ static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_
 {
     uint32_t v = SEG_NONE;
     enum empty_mode mode = EMPTY_EVICT;
+    st->evicting = true;
     if (st->opts.no_evict) {
         /* Compact the segment with the fewest live items, when they fit in
          * the room left in the main queue's active segment and the reserve.
@@ -764,6 +779,9 @@ static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_
          * not fit is no progress. */
         queue_push_locked(st, v, true);
         return fits && mode == EMPTY_EVICT;
+    }
+    if (mode == EMPTY_EVICT) {
+        st->evicted_segs++;
     }
     seg_retire_locked(st, v);
     return true;
@@ -857,7 +875,8 @@ bool seg_maintain(struct storage *st, rel_time_t now)
     /* Evict ahead of demand: at the limit, with nothing expired to take
      * back, keep one segment free so that a store rarely has to empty a
      * segment itself. */
-    if (emptied == 0 && !st->opts.no_evict && st->nfree == 0 && seg_room_locked(st) <= 1 &&
+    if (emptied == 0 && st->evicting && !st->opts.no_evict &&
+        (st->nfree == 0 || st->reserve == SEG_NONE) && seg_room_locked(st) <= 1 &&
         st->pages_max >= 4 && st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
         bool progress = seg_evict_one_locked(st, 0, NULL, now);
         pthread_mutex_unlock(&st->seg_lock);

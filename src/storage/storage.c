@@ -18,16 +18,18 @@
  * S3-FIFO access count and sets its FETCHED bit with atomic stores, and
  * takes a reference on the item's segment.
  *
- * Item fields of a linked item change under its stripe lock. exptime, time,
- * cas, fq and iflags are also read without it (statistics, segment
+ * Item fields of a linked item change under its stripe lock. exptime, the
+ * CAS/time word, fq and iflags are also read without it (statistics, segment
  * summaries), so those are accessed with __atomic builtins.
  *
  * Flush. An item is flushed when its CAS sequence is below oldest_cas (set by
  * an immediate flush to the next CAS to be handed out, so items stored after
- * the flush in the same second survive), or when its last-store time is at or
- * before a delayed flush point (oldest_live = when - 1, as memcached does)
- * that has been reached, or at or before an earlier delayed point that is
- * still in force (flush_done).
+ * the flush in the same second survive). A delayed flush point (oldest_live
+ * = when - 1, as memcached does) flushes everything during that second, and
+ * once it is past becomes oldest_cas: the first CAS handed out after it, or
+ * the next one when nothing was stored since (flush_capture). So items
+ * last stored at or before the point are flushed, as in memcached, without
+ * keeping a store time in every item.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +173,7 @@ uint64_t storage_item_cas(const struct item *it)
     if (item_iflags(it) & ITEM_NOCAS) {
         return 0;
     }
-    return __atomic_load_n(&it->cas, __ATOMIC_RELAXED);
+    return item_cas(it);
 }
 
 rel_time_t storage_item_exptime(const struct item *it)
@@ -184,16 +186,17 @@ size_t storage_item_total(const struct item *it)
     return item_total(it);
 }
 
-unsigned storage_item_class(const struct item *it)
+unsigned storage_item_class(const struct storage *st, const struct item *it)
 {
-    return item_class(it);
+    return item_class(st, it);
 }
 
-/* Fixed header, nbytes of the width it needs, flags when not 0. */
-static size_t item_header_for(uint32_t flags, size_t nbytes, uint8_t *fmt)
+/* Fixed header, nbytes of the width it needs, flags when not 0; *fq gets
+ * the item's fq bits for them. */
+static size_t item_header_for(uint32_t flags, size_t nbytes, uint8_t *fq)
 {
     uint8_t w = nbytes < 0x100 ? 0 : nbytes < 0x10000 ? 1 : 2;
-    *fmt = (uint8_t)(w | (flags != 0 ? ITEM_FMT_FLAGS : 0));
+    *fq = (uint8_t)((w << ITEM_FQ_WIDTH_SHIFT) | (flags != 0 ? ITEM_FQ_FLAGS : 0));
     return ITEM_FIXED_SIZE + ((size_t)1 << w) + (flags != 0 ? 4u : 0u);
 }
 
@@ -201,22 +204,52 @@ bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes)
 {
     uint8_t fmt;
     return nkey <= STORAGE_KEY_MAX && nbytes <= st->item_max &&
-           item_header_for(0xffffffffu, nbytes, &fmt) + nkey + nbytes + 2 <= st->item_max;
+           item_header_for(0xffffffffu, nbytes, &fmt) + nkey + nbytes <= st->item_max;
 }
 
-enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now)
+/* Turns a delayed flush point that is past into oldest_cas. Every CAS is
+ * handed out after this ran (cas_next), so the CAS taken here is the first
+ * one stored after the point. */
+static void flush_capture_slow(struct storage *st, rel_time_t now)
 {
-    uint64_t oldest_cas = __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED);
-    if (oldest_cas != 0 && __atomic_load_n(&it->cas, __ATOMIC_RELAXED) < oldest_cas) {
-        return ITEM_FLUSHED;
-    }
-    rel_time_t t = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
-    rel_time_t done = __atomic_load_n(&st->flush_done, __ATOMIC_RELAXED);
-    if (done != 0 && t <= done) {
-        return ITEM_FLUSHED;
-    }
+    pthread_mutex_lock(&st->flush_lock);
     rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
-    if (live != 0 && live <= now && t <= live) {
+    if (live != 0 && live < now) {
+        uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+        if (next > __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&st->oldest_cas, next, __ATOMIC_RELAXED);
+        }
+        __atomic_store_n(&st->oldest_live, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&st->flush_lock);
+}
+
+static inline void flush_capture(struct storage *st, rel_time_t now)
+{
+    rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_ACQUIRE);
+    if (live != 0 && live < now) {
+        flush_capture_slow(st, now);
+    }
+}
+
+/* The next CAS sequence, after any delayed flush point that is past has
+ * been captured. */
+static uint64_t cas_next(struct storage *st, rel_time_t now)
+{
+    flush_capture(st, now);
+    return __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED) & ITEM_CAS_MASK;
+}
+
+enum item_state item_state(struct storage *st, const struct item *it, rel_time_t now)
+{
+    flush_capture(st, now);
+    uint64_t oldest_cas = __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED);
+    if (oldest_cas != 0 && item_cas(it) < oldest_cas) {
+        return ITEM_FLUSHED;
+    }
+    /* During the second of a delayed flush point, everything is flushed. */
+    rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
+    if (live != 0 && live <= now) {
         return ITEM_FLUSHED;
     }
     rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
@@ -274,9 +307,9 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         return STORAGE_ENOMEM;
     }
 #endif
-    uint8_t fmt;
-    size_t header = item_header_for(flags, nbytes, &fmt);
-    size_t span = (header + nkey + nbytes + 2 + 7) & ~(size_t)7;
+    uint8_t fq;
+    size_t header = item_header_for(flags, nbytes, &fq);
+    size_t span = (header + nkey + nbytes + 7) & ~(size_t)7;
     unsigned clsid = seg_class_for(st, compat_total_of(st, nkey, flags, nbytes));
     /* A key the small queue evicted unread a moment ago goes to main. */
     bool main = seg_ghost_take(st, storage_hash(key, nkey));
@@ -285,15 +318,13 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         __atomic_fetch_add(&st->classes[clsid].outofmemory, 1, __ATOMIC_RELAXED);
         return STORAGE_ENOMEM;
     }
-    it->cas = 0;
+    it->word = item_word(0, now);
     it->exptime = exptime;
-    it->time = now;
     it->h_next = 0;
     it->nkey = (uint8_t)nkey;
-    it->fq = (uint8_t)(clsid << 2);
-    it->fmt = fmt;
+    it->fq = fq;
     uint32_t nb = (uint32_t)nbytes;
-    switch (fmt & ITEM_FMT_WIDTH) {
+    switch ((fq >> ITEM_FQ_WIDTH_SHIFT) & 3u) {
     case 0:
         it->rest[0] = (unsigned char)nb;
         break;
@@ -314,7 +345,7 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         (uint8_t)(ITEM_PENDING | (st->opts.use_cas ? 0 : ITEM_NOCAS) | (main ? ITEM_MAIN : 0)),
         __ATOMIC_RELEASE);
     memcpy(item_key(it), key, nkey);
-    memcpy(item_val(it) + nbytes, "\r\n", 2);
+    item_poison_pad(it);
     *out = it;
     return 0;
 }
@@ -350,6 +381,11 @@ void storage_release(struct storage *st, struct item **itp)
 static size_t compat_total(const struct storage *st, const struct item *it)
 {
     return compat_total_of(st, it->nkey, item_flags(it), item_nbytes(it));
+}
+
+unsigned item_class(const struct storage *st, const struct item *it)
+{
+    return seg_class_for(st, compat_total(st, it));
 }
 
 void sizes_count(struct storage *st, const struct item *it, bool add)
@@ -414,10 +450,8 @@ void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, 
  * table. The caller holds the stripe lock of hv. */
 static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, rel_time_t now)
 {
-    struct class_stats *cls = &st->classes[item_class(it)];
-    __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
-                     __ATOMIC_RELAXED);
-    __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
+    struct class_stats *cls = &st->classes[item_class(st, it)];
+    __atomic_store_n(&it->word, item_word(cas_next(st, now), now), __ATOMIC_RELAXED);
     item_set_freq(it, 0);
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
     htab_insert(st, it, hv);
@@ -436,7 +470,7 @@ static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, r
 
 void item_unlink_locked(struct storage *st, struct item *it, uint64_t hv)
 {
-    struct class_stats *cls = &st->classes[item_class(it)];
+    struct class_stats *cls = &st->classes[item_class(st, it)];
     htab_remove(st, it, hv);
     __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_ACQ_REL);
@@ -464,12 +498,12 @@ static struct item *item_find_locked(struct storage *st, const char *key, size_t
     return it;
 }
 
-/* Moves the item's access time forward to `now` (never back: see the flush
- * note in storage.h, "meta protocol"). The caller holds the stripe lock. */
+/* Moves the item's access time forward to `now`. The caller holds the
+ * stripe lock. */
 static void item_touch_time(struct item *it, rel_time_t now)
 {
-    if (__atomic_load_n(&it->time, __ATOMIC_RELAXED) < now) {
-        __atomic_store_n(&it->time, now, __ATOMIC_RELAXED);
+    if (item_time(it, now) < now) {
+        item_set_time(it, now);
     }
 }
 
@@ -735,7 +769,7 @@ int storage_delete(struct storage *st, const char *key, size_t nkey, uint64_t hv
             mismatch = true;
         } else {
             if (clsid_out != NULL) {
-                *clsid_out = item_class(it);
+                *clsid_out = item_class(st, it);
             }
             item_unlink_locked(st, it, hv);
         }
@@ -827,7 +861,7 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
     o->outcome = STORAGE_ARITH_OK;
     struct item *it = item_find_locked(st, key, nkey, hv, now, &o->why);
     if (it != NULL) {
-        o->clsid = item_class(it);
+        o->clsid = item_class(st, it);
     }
     if (it == NULL) {
         if (!a->create) {
@@ -907,10 +941,12 @@ void storage_flush(struct storage *st, rel_time_t when, rel_time_t now)
 {
     rel_time_t crawl_at;
     pthread_mutex_lock(&st->flush_lock);
-    /* A delayed flush point already reached stays in force. */
+    /* A delayed flush point already reached stays in force: what was stored
+     * up to now is flushed. */
     rel_time_t live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
-    if (live != 0 && live <= now && live > st->flush_done) {
-        __atomic_store_n(&st->flush_done, live, __ATOMIC_RELAXED);
+    uint64_t next = __atomic_load_n(&st->next_cas, __ATOMIC_RELAXED);
+    if (live != 0 && live <= now && next > __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&st->oldest_cas, next, __ATOMIC_RELAXED);
     }
     if (when <= now) {
         __atomic_store_n(&st->oldest_live, 0, __ATOMIC_RELAXED);
@@ -1017,7 +1053,7 @@ int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t 
         r->fetched = !r->created && (fl & ITEM_FETCHED) != 0;
         r->stale = (fl & ITEM_STALE) != 0;
         r->token_sent = (fl & ITEM_TOKEN_SENT) != 0;
-        r->time = __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+        r->time = item_time(it, now);
         r->exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
         bool win = meta_walk_locked(st, it, o, r->created, r->token_sent);
         if (!o->no_win) {
@@ -1074,7 +1110,7 @@ int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64
     if (it == NULL) {
         r->outcome = STORAGE_MDEL_NOT_FOUND;
     } else {
-        r->clsid = item_class(it);
+        r->clsid = item_class(st, it);
         if (o->has_cas && !item_cas_matches(it, o->cas_in)) {
             r->outcome = STORAGE_MDEL_EXISTS;
         } else if (o->invalidate) {
@@ -1083,8 +1119,7 @@ int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64
             }
             __atomic_fetch_or(&it->iflags, ITEM_STALE, __ATOMIC_RELAXED);
             __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
-            __atomic_store_n(&it->cas, __atomic_fetch_add(&st->next_cas, 1, __ATOMIC_RELAXED),
-                             __ATOMIC_RELAXED);
+            item_set_cas(it, cas_next(st, now));
             seg_note_item(st, it);
             r->outcome = STORAGE_MDEL_INVALIDATED;
         } else {
@@ -1281,11 +1316,11 @@ const char *storage_check(struct storage *st)
             uint64_t hv = storage_hash(item_key(it), it->nkey);
             if (htab_find(st, item_key(it), it->nkey, hv) != it) {
                 err = "linked item not found in the hash table";
-            } else if (item_class(it) == 0 || item_class(it) > st->nclasses) {
+            } else if (item_class(st, it) == 0 || item_class(st, it) > st->nclasses) {
                 err = "item with a wrong class id";
             } else {
-                per_class[item_class(it)]++;
-                bytes_class[item_class(it)] += item_total(it);
+                per_class[item_class(st, it)]++;
+                bytes_class[item_class(st, it)] += item_total(it);
             }
         }
         if (err == NULL && live != g->live) {

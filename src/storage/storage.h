@@ -88,8 +88,8 @@ uint64_t storage_hash(const void *key, size_t nkey);
 const char *storage_item_key(const struct item *it);
 size_t storage_item_nkey(const struct item *it);
 uint32_t storage_item_flags(const struct item *it);
-/* Value bytes. The value is always followed by "\r\n" in memory, so a writer
- * can send value and terminator as one span of nbytes + 2. */
+/* Value bytes, nbytes of them. The protocol's "\r\n" after a value is not
+ * stored: writers add it. */
 char *storage_item_value(struct item *it);
 size_t storage_item_nbytes(const struct item *it);
 uint64_t storage_item_cas(const struct item *it);       /* 0 when CAS is disabled */
@@ -98,7 +98,7 @@ rel_time_t storage_item_exptime(const struct item *it); /* 0 = never */
 size_t storage_item_total(const struct item *it);
 /* The item's reporting class id, 1..storage_class_count(): the class
  * memcached would store it in (same -n, -f and -I). */
-unsigned storage_item_class(const struct item *it);
+unsigned storage_item_class(const struct storage *st, const struct item *it);
 
 /* Would an item with this key length and value length fit under
  * item_size_max? storage_alloc() also applies memcached's size rule (48-byte
@@ -106,12 +106,10 @@ unsigned storage_item_class(const struct item *it);
  * memcached's largest value, for set and for append/prepend alike. */
 bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes);
 
-/* Allocates an unlinked item with room for nbytes of value (plus the
- * "\r\n" terminator, which the caller writes or reads into place: the value
- * span is nbytes + 2 long). May evict. The caller fills the value through
- * storage_item_value() and then links it with storage_store(), or drops it
- * with storage_release().
- * Returns 0, STORAGE_E2BIG, STORAGE_ENOMEM or STORAGE_EINVAL (nkey 0 or > 250). */
+/* Allocates an unlinked item with room for nbytes of value. May evict. The caller fills the value
+ * through storage_item_value() and then links it with storage_store(), or drops it with
+ * storage_release(). Returns 0, STORAGE_E2BIG, STORAGE_ENOMEM or STORAGE_EINVAL (nkey 0 or > 250).
+ */
 int storage_alloc(struct storage *st, const char *key, size_t nkey, uint32_t flags,
                   rel_time_t exptime, size_t nbytes, rel_time_t now, struct item **out);
 
@@ -237,16 +235,15 @@ bool storage_maintain(struct storage *st, rel_time_t now);
  *   print its key base64-encoded. Set with storage_item_set_key_binary().
  * Any new item (set, append, a new incr/decr value) starts without them.
  *
- * Access time. The header has no room for one more time field, so `time`,
- * the last-store time, also serves as memcached's last-access time, as
- * it->time does in memcached: a lookup that marks an item used (storage_get,
- * storage_get_touch, storage_meta_get without no_bump) sets FETCHED the first
- * time and moves `time` to `now` on every later lookup; an ADD that finds the
- * key present and an incr/decr also move it. This is what 1.6.18 shows
- * deterministically (its segmented LRU leaves the first fetch out and bumps
- * the second). Delayed flush stays exact: an item is checked for flush
- * before its time moves, and time only moves forward to `now`, so an item
- * last stored before a pending flush point still has time <= that point.
+ * Access time. `time`, the last-store time, also serves as memcached's
+ * last-access time, as it->time does in memcached: a lookup that marks an
+ * item used (storage_get, storage_get_touch, storage_meta_get without
+ * no_bump) sets FETCHED the first time and moves `time` to `now` on every
+ * later lookup; an ADD that finds the key present and an incr/decr also move
+ * it. This is what 1.6.18 shows deterministically (its segmented LRU leaves
+ * the first fetch out and bumps the second). Items keep the low 16 bits of
+ * it (see storage_item_atime). Delayed flush does not depend on it: a flush
+ * point, once past, becomes a CAS bound (see storage.c, "Flush").
  */
 
 /* Marks an item from storage_alloc(), not linked yet, as stored with a
@@ -451,8 +448,10 @@ typedef void (*storage_walk_fn)(void *ctx, const struct item *it);
 unsigned storage_walk_parts(void);
 size_t storage_walk(struct storage *st, unsigned part, rel_time_t now, storage_walk_fn fn,
                     void *ctx);
-/* Last access (store or hit) time, and whether it was read since stored. */
-rel_time_t storage_item_atime(const struct item *it);
+/* Last access (store or hit) time, and whether it was read since stored.
+ * Items keep the time's low 16 bits: the answer is exact when the last
+ * access was less than 18 hours before `now`. */
+rel_time_t storage_item_atime(const struct item *it, rel_time_t now);
 bool storage_item_fetched(const struct item *it);
 
 /* Links `it` (from storage_alloc, value filled in) as a set would, then

@@ -13,23 +13,25 @@
  * units, plus one) in the hash chain. Layout (64-bit):
  *
  *   offset  size   field
- *   0       8      cas       CAS sequence (atomic: md I changes it in place)
+ *   0       8      word      CAS sequence (bits 0-47) and the low 16 bits of
+ *                            the last access time (bits 48-63); atomic, changed
+ *                            only by compare-and-swap of the whole word
  *   8       4      exptime   rel_time_t, 0 = never (atomic: touch)
- *   12      4      time      rel_time_t of the last store or counted access
- *   16      4      h_next    reference of the next item in the hash chain
- *   20      1      nkey      key length, 1..250
- *   21      1      iflags    ITEM_* bits, changed atomically
- *   22      1      fq        S3-FIFO access count (bits 0-1, atomic byte
- *                            stores) and the reporting class id (bits 2-7)
- *   23      1      fmt       width of nbytes (bits 0-1: 1, 2 or 4 bytes) and
- *                            ITEM_FMT_FLAGS when the client flags are not 0
- *   24      1|2|4  nbytes    value length without "\r\n"
+ *   12      4      h_next    reference of the next item in the hash chain
+ *   16      1      nkey      key length, 1..250
+ *   17      1      iflags    ITEM_* bits, changed atomically
+ *   18      1      fq        S3-FIFO access count (bits 0-1, atomic byte
+ *                            stores), the width of nbytes (bits 2-3: 1, 2 or
+ *                            4 bytes) and ITEM_FQ_FLAGS when the client flags
+ *                            are not 0; bits 2-7 never change
+ *   19      1|2|4  nbytes    value length
  *   ..      0|4    flags     client flags, when not 0
  *   ..      nkey   key
- *   ..      nbytes value, then "\r\n", then padding to 8 bytes
+ *   ..      nbytes value (no "\r\n": writers add it), then padding to 8 bytes
  *
- * A 20-byte key with a 16-byte value takes 64 bytes (memcached: a 96-byte
- * chunk). References to items are counted per segment, not per item.
+ * A 20-byte key with a 16-byte value takes 56 bytes (memcached: a 96-byte
+ * chunk). References to items are counted per segment, not per item. The
+ * reporting class is computed from the sizes (seg_class_for), not stored.
  */
 #ifndef MEMSTASH_STORAGE_INT_H
 #define MEMSTASH_STORAGE_INT_H
@@ -43,19 +45,17 @@
 #include "storage.h"
 
 struct item {
-    uint64_t cas;
+    uint64_t word; /* see item_cas() and item_time() */
     rel_time_t exptime;
-    rel_time_t time;
     uint32_t h_next;
     uint8_t nkey;
     uint8_t iflags;
     uint8_t fq;
-    uint8_t fmt;
     unsigned char rest[];
 };
 
-#define ITEM_FIXED_SIZE 24u
-_Static_assert(sizeof(struct item) == ITEM_FIXED_SIZE, "item fixed header must stay 24 bytes");
+#define ITEM_FIXED_SIZE 19u
+_Static_assert(offsetof(struct item, rest) == ITEM_FIXED_SIZE, "item fixed header is 19 bytes");
 
 /* iflags bits. */
 #define ITEM_LINKED  0x01 /* in the hash table */
@@ -70,9 +70,14 @@ _Static_assert(sizeof(struct item) == ITEM_FIXED_SIZE, "item fixed header must s
  * an item that was there (its segment may still be a small one). */
 #define ITEM_MAIN 0x80
 
-/* fmt bits. */
-#define ITEM_FMT_WIDTH 0x03 /* nbytes takes 1 << (fmt & 3) bytes: 1, 2 or 4 */
-#define ITEM_FMT_FLAGS 0x04
+/* fq bits above the access count. */
+#define ITEM_FQ_WIDTH_SHIFT 2 /* nbytes takes 1 << ((fq >> 2) & 3) bytes: 1, 2 or 4 */
+#define ITEM_FQ_FLAGS       0x10
+
+/* CAS sequences are 48-bit (2.8e14 stores: about 9 years at a million a
+ * second); the word's high 16 bits hold the access time. */
+#define ITEM_CAS_MASK   ((UINT64_C(1) << 48) - 1)
+#define ITEM_TIME_SHIFT 48
 
 /* Largest S3-FIFO access count, kept in fq's low bits. */
 #define ITEM_FREQ_MAX 3u
@@ -173,6 +178,8 @@ struct storage {
     uint32_t free_head; /* free list */
     uint32_t nfree;
     uint32_t reserve;             /* one free segment kept for moving items out of a victim */
+    bool evicting;                /* eviction has begun: keep the reserve, evict ahead */
+    uint64_t evicted_segs;        /* segments emptied by eviction */
     uint32_t small_act, main_act; /* active segments */
     uint32_t small_old, small_new, main_old, main_new; /* FIFOs of full segments */
     uint32_t nsmall, nmain;
@@ -214,8 +221,7 @@ struct storage {
     /* Flush state, atomics; writers serialise on flush_lock (a leaf lock). */
     pthread_mutex_t flush_lock;
     uint64_t oldest_cas;    /* items with a smaller CAS are flushed */
-    rel_time_t oldest_live; /* pending or active delayed flush point */
-    rel_time_t flush_done;  /* an earlier delayed flush point, still in force */
+    rel_time_t oldest_live; /* delayed flush point not yet captured in oldest_cas */
     int maintaining;        /* atomic flag: one storage_maintain at a time */
 
     struct stripe stripes[STORAGE_STRIPES];
@@ -224,19 +230,26 @@ struct storage {
 
 /* ---- item helpers ------------------------------------------------------ */
 
+/* fq's bits 2-7 never change; the access count in bits 0-1 is stored
+ * atomically by hits, so the byte is always read atomically. */
+static inline uint8_t item_fq(const struct item *it)
+{
+    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED);
+}
+
 static inline size_t item_width(const struct item *it)
 {
-    return (size_t)1 << (it->fmt & ITEM_FMT_WIDTH);
+    return (size_t)1 << ((item_fq(it) >> ITEM_FQ_WIDTH_SHIFT) & 3u);
 }
 
 static inline size_t item_header(const struct item *it)
 {
-    return ITEM_FIXED_SIZE + item_width(it) + ((it->fmt & ITEM_FMT_FLAGS) ? 4u : 0u);
+    return ITEM_FIXED_SIZE + item_width(it) + ((item_fq(it) & ITEM_FQ_FLAGS) ? 4u : 0u);
 }
 
 static inline uint32_t item_nbytes(const struct item *it)
 {
-    switch (it->fmt & ITEM_FMT_WIDTH) {
+    switch ((item_fq(it) >> ITEM_FQ_WIDTH_SHIFT) & 3u) {
     case 0:
         return it->rest[0];
     case 1: {
@@ -255,7 +268,7 @@ static inline uint32_t item_nbytes(const struct item *it)
 static inline uint32_t item_flags(const struct item *it)
 {
     uint32_t v = 0;
-    if (it->fmt & ITEM_FMT_FLAGS) {
+    if (item_fq(it) & ITEM_FQ_FLAGS) {
         memcpy(&v, it->rest + item_width(it), 4);
     }
     return v;
@@ -271,10 +284,10 @@ static inline char *item_val(const struct item *it)
     return item_key(it) + it->nkey;
 }
 
-/* Header, key, value and "\r\n". */
+/* Header, key and value. */
 static inline size_t item_total(const struct item *it)
 {
-    return item_header(it) + it->nkey + item_nbytes(it) + 2;
+    return item_header(it) + it->nkey + item_nbytes(it);
 }
 
 /* Bytes the item takes in its segment. */
@@ -283,22 +296,76 @@ static inline size_t item_span(const struct item *it)
     return (item_total(it) + 7) & ~(size_t)7;
 }
 
-static inline unsigned item_class(const struct item *it)
+/* Under AddressSanitizer the padding after an item is poisoned, so that a
+ * write past its value (where memcached kept "\r\n") is reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+static inline void item_poison_pad(struct item *it)
 {
-    /* The same byte as the access count, which hits store atomically. */
-    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED) >> 2;
+    size_t total = item_total(it);
+    ASAN_POISON_MEMORY_REGION((char *)it + total, item_span(it) - total);
+}
+#else
+static inline void item_poison_pad(struct item *it)
+{
+    (void)it;
+}
+#endif
+
+static inline uint64_t item_cas(const struct item *it)
+{
+    return __atomic_load_n(&it->word, __ATOMIC_RELAXED) & ITEM_CAS_MASK;
+}
+
+/* The last access time: the latest time at or before `now` whose low 16
+ * bits are the stored ones (exact for 18 hours). */
+static inline rel_time_t item_time(const struct item *it, rel_time_t now)
+{
+    uint16_t t = (uint16_t)(__atomic_load_n(&it->word, __ATOMIC_RELAXED) >> ITEM_TIME_SHIFT);
+    uint16_t back = (uint16_t)((uint16_t)now - t);
+    return now >= back ? now - back : 0;
+}
+
+static inline uint64_t item_word(uint64_t cas, rel_time_t time)
+{
+    return (cas & ITEM_CAS_MASK) | ((uint64_t)(uint16_t)time << ITEM_TIME_SHIFT);
+}
+
+/* Sets the CAS, keeping the time. */
+static inline void item_set_cas(struct item *it, uint64_t cas)
+{
+    uint64_t w = __atomic_load_n(&it->word, __ATOMIC_RELAXED);
+    uint64_t n;
+    do {
+        n = (w & ~ITEM_CAS_MASK) | (cas & ITEM_CAS_MASK);
+    } while (
+        !__atomic_compare_exchange_n(&it->word, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+/* Sets the access time, keeping the CAS. */
+static inline void item_set_time(struct item *it, rel_time_t now)
+{
+    uint64_t w = __atomic_load_n(&it->word, __ATOMIC_RELAXED);
+    uint64_t n;
+    do {
+        n = (w & ITEM_CAS_MASK) | ((uint64_t)(uint16_t)now << ITEM_TIME_SHIFT);
+        if (n == w) {
+            return;
+        }
+    } while (
+        !__atomic_compare_exchange_n(&it->word, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
 static inline unsigned item_freq(const struct item *it)
 {
-    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED) & ITEM_FREQ_MAX;
+    return item_fq(it) & ITEM_FREQ_MAX;
 }
 
-/* The class bits never change after allocation, so a plain store of the
+/* The other bits never change after allocation, so a plain store of the
  * whole byte cannot lose them. */
 static inline void item_set_freq(struct item *it, unsigned f)
 {
-    uint8_t b = __atomic_load_n(&it->fq, __ATOMIC_RELAXED);
+    uint8_t b = item_fq(it);
     __atomic_store_n(&it->fq, (uint8_t)((b & ~ITEM_FREQ_MAX) | f), __ATOMIC_RELAXED);
 }
 
@@ -338,7 +405,10 @@ static inline void exp_hint_lower(struct storage *st, rel_time_t exp)
 }
 
 /* Live, expired or flushed at `now` (see storage.c). */
-enum item_state item_state(const struct storage *st, const struct item *it, rel_time_t now);
+enum item_state item_state(struct storage *st, const struct item *it, rel_time_t now);
+
+/* The item's reporting class: memcached's class for its size. */
+unsigned item_class(const struct storage *st, const struct item *it);
 
 /* Unlinks a linked item from the hash table. The caller holds the item's
  * stripe lock. */

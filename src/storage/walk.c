@@ -22,8 +22,8 @@ unsigned storage_walk_parts(void)
     return STORAGE_STRIPES;
 }
 
-static size_t walk_chain(const struct storage *st, struct item *it, rel_time_t now,
-                         storage_walk_fn fn, void *ctx)
+static size_t walk_chain(struct storage *st, struct item *it, rel_time_t now, storage_walk_fn fn,
+                         void *ctx)
 {
     size_t n = 0;
     for (; it != NULL; it = item_at(st, it->h_next)) {
@@ -129,9 +129,9 @@ bool crawl_step(struct storage *st, rel_time_t now)
     return false;
 }
 
-rel_time_t storage_item_atime(const struct item *it)
+rel_time_t storage_item_atime(const struct item *it, rel_time_t now)
 {
-    return __atomic_load_n(&it->time, __ATOMIC_RELAXED);
+    return item_time(it, now);
 }
 
 bool storage_item_fetched(const struct item *it)
@@ -162,7 +162,7 @@ int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t 
     pthread_mutex_t *m = stripe_lock_of(st, hv);
     pthread_mutex_lock(m);
     if (item_iflags(it) & ITEM_LINKED) {
-        __atomic_store_n(&it->cas, cas, __ATOMIC_RELAXED);
+        item_set_cas(it, cas);
         seg_note_item(st, it);
     }
     pthread_mutex_unlock(m);

@@ -21,7 +21,7 @@
  *   - a value just stored reads back as written (set, add, replace, cas,
  *     ms), an appended/prepended value ends/starts with the new bytes, and an
  *     incr/decr result reads back as that number;
- *   - hit items carry the key that was looked up and the "\r\n" terminator;
+ *   - hit items carry the key that was looked up;
  *   - items handed out are held across later requests, as a connection
  *     holds them until its reply is written, and their key and value bytes
  *     must not change while held (storage.h's reference contract);
@@ -85,22 +85,24 @@ static rel_time_t fz_now(const struct fz *f)
 static uint64_t item_fp(struct item *it)
 {
     uint64_t h = fuzz_hash(storage_item_key(it), storage_item_nkey(it));
-    size_t n = storage_item_nbytes(it) + 2;
+    size_t n = storage_item_nbytes(it);
     const char *v = storage_item_value(it);
     h ^= fuzz_hash(v, n < FZ_FP_MAX ? n : FZ_FP_MAX) * 31;
-    return h ^ fuzz_hash(v + n - 2, 2) * 7 ^ (uint64_t)n;
+    if (n >= 2) {
+        h ^= fuzz_hash(v + n - 2, 2) * 7;
+    }
+    return h ^ (uint64_t)n;
 }
 
-/* A hit: the key looked up, the terminator, then held like a queued reply. */
+/* A hit: the key looked up, then held like a queued reply. */
 static void fz_hold(struct fz *f, struct item *it, const char *key, size_t nkey)
 {
     FUZZ_CHECK(storage_item_nkey(it) == nkey);
     FUZZ_CHECK(memcmp(storage_item_key(it), key, nkey) == 0);
-    const char *v = storage_item_value(it);
     size_t n = storage_item_nbytes(it);
-    FUZZ_CHECK(v[n] == '\r' && v[n + 1] == '\n');
-    FUZZ_CHECK(storage_item_class(it) >= 1 && storage_item_class(it) <= storage_class_count(f->st));
-    FUZZ_CHECK(storage_item_total(it) >= n + nkey + 2);
+    FUZZ_CHECK(storage_item_class(f->st, it) >= 1 &&
+               storage_item_class(f->st, it) <= storage_class_count(f->st));
+    FUZZ_CHECK(storage_item_total(it) >= n + nkey);
     if (f->nheld == FZ_HOLD_MAX) {
         struct held *h = &f->held[0];
         FUZZ_CHECK(item_fp(h->it) == h->fp);
@@ -137,33 +139,34 @@ static void fz_skip(struct fz *f, uint64_t n)
 
 /*
  * Reads a data block of n bytes (terminated: n counts a "\r\n" the input must
- * carry) into the item's value span. A block of FZ_SYNTH_MIN value bytes or
- * more that the input does not hold is synthesised instead and nothing is
- * consumed: inputs are a few KiB, and this is how they reach items big
- * enough to fill pages, evict and steal. Any other short block releases the
- * item and stops the stream (a client that disconnects mid-value) and
+ * carry) into the item's value and, for that "\r\n", into tail (items do
+ * not store it, as the server reads it into struct conn_ext). A block of FZ_SYNTH_MIN value bytes
+ * or more that the input does not hold is synthesised instead and nothing is consumed: inputs are a
+ * few KiB, and this is how they reach items big enough to fill pages, evict and steal. Any other
+ * short block releases the item and stops the stream (a client that disconnects mid-value) and
  * returns false.
  */
-static bool fz_read_block(struct fz *f, struct item **it, size_t n, bool terminated)
+static bool fz_read_block(struct fz *f, struct item **it, size_t n, bool terminated, char tail[2])
 {
     size_t left = f->size - f->off;
     char *v = storage_item_value(*it);
     size_t nbytes = storage_item_nbytes(*it);
     if (left < n && nbytes >= FZ_SYNTH_MIN) {
         memset(v, 'A' + (int)(nbytes % 26), nbytes);
-        if (terminated) {
-            memcpy(v + nbytes, "\r\n", 2);
-        }
+        memcpy(tail, "\r\n", 2);
         return true;
     }
     if (left < n) {
-        memcpy(v, f->buf + f->off, left);
+        memcpy(v, f->buf + f->off, left < nbytes ? left : nbytes);
         storage_release(f->st, it);
         f->off = f->size;
         f->stop = true;
         return false;
     }
-    memcpy(v, f->buf + f->off, n);
+    memcpy(v, f->buf + f->off, nbytes);
+    if (terminated) {
+        memcpy(tail, f->buf + f->off + nbytes, 2);
+    }
     f->off += n;
     return true;
 }
@@ -345,13 +348,12 @@ static void do_update(struct fz *f, const char *key, size_t nkey, uint32_t flags
     }
     FUZZ_CHECK(storage_item_nbytes(it) == nbytes && storage_item_nkey(it) == nkey);
     FUZZ_CHECK(storage_item_flags(it) == flags && storage_item_exptime(it) == exptime);
-    if (!fz_read_block(f, &it, block, terminated)) {
+    char tail[2] = {'\r', '\n'};
+    if (!fz_read_block(f, &it, block, terminated, tail)) {
         return;
     }
     char *v = storage_item_value(it);
-    if (!terminated) {
-        memcpy(v + nbytes, "\r\n", 2);
-    } else if (v[nbytes] != '\r' || v[nbytes + 1] != '\n') {
+    if (tail[0] != '\r' || tail[1] != '\n') {
         /* "bad data chunk". */
         storage_release(f->st, &it);
         return;
@@ -554,11 +556,12 @@ static void meta_ms(struct fz *f, const struct meta_request *req)
     if (req->key_binary) {
         storage_item_set_key_binary(it);
     }
-    if (!fz_read_block(f, &it, req->read_len, true)) {
+    char tail[2];
+    if (!fz_read_block(f, &it, req->read_len, true, tail)) {
         return;
     }
-    char *v = storage_item_value(it);
-    if (!meta_data_ok(v, req->read_len)) {
+    const char *v = storage_item_value(it);
+    if (!meta_data_ok(tail, sizeof(tail))) {
         storage_release(f->st, &it);
         return;
     }
@@ -687,7 +690,7 @@ static void meta_me(struct fz *f, const struct meta_request *req)
         .last_access = (uint32_t)(now - r.time),
         .cas = storage_item_cas(it),
         .fetched = r.fetched,
-        .slab_class = storage_item_class(it),
+        .slab_class = storage_item_class(f->st, it),
         .total_size = storage_item_total(it),
     };
     char buf[META_HEADER_MAX];

@@ -53,7 +53,6 @@ static inline int t_store(struct storage *st, const char *key, const char *val, 
         return rc;
     }
     memcpy(storage_item_value(it), val, nval);
-    memcpy(storage_item_value(it) + nval, "\r\n", 2);
     rc = storage_store(st, it, op, cas_in, storage_hash(key, nkey), now, out, cas);
     storage_release(st, &it);
     return rc;
@@ -97,7 +96,6 @@ static inline void t_expect(struct storage *st, const char *key, const char *val
     assert_int_equal(out, STORAGE_HIT);
     assert_int_equal(storage_item_nbytes(it), strlen(val));
     assert_memory_equal(storage_item_value(it), val, strlen(val));
-    assert_memory_equal(storage_item_value(it) + strlen(val), "\r\n", 2);
     storage_release(st, &it);
     assert_null(it);
 }

@@ -73,11 +73,11 @@ static void test_set_get(void **state)
     assert_int_equal(storage_item_nkey(it), 3);
     assert_memory_equal(storage_item_key(it), "foo", 3);
     assert_int_equal(storage_item_nbytes(it), 3);
-    assert_memory_equal(storage_item_value(it), "bar\r\n", 5);
+    assert_memory_equal(storage_item_value(it), "bar", 3);
     assert_int_equal(storage_item_flags(it), 0xdeadbeef);
     assert_int_equal(storage_item_exptime(it), 5000);
     assert_int_equal(storage_item_cas(it), cas);
-    assert_int_equal(storage_item_total(it), T_HEADER(0xdeadbeef, 3) + 3 + 3 + 2);
+    assert_int_equal(storage_item_total(it), T_HEADER(0xdeadbeef, 3) + 3 + 3);
     storage_release(st, &it);
 
     t_expect_absent(st, "nope", T0, STORAGE_MISS);
@@ -96,7 +96,7 @@ static void test_set_get(void **state)
     struct storage_stats s = t_stats(st, T0);
     assert_int_equal(s.curr_items, 2);
     assert_int_equal(s.total_items, 3);
-    assert_int_equal(s.bytes, (T_HEADER(0, 6) + 3 + 6 + 2) + (T_HEADER(0, 0) + 5 + 0 + 2));
+    assert_int_equal(s.bytes, (T_HEADER(0, 6) + 3 + 6) + (T_HEADER(0, 0) + 5 + 0));
     t_check(st);
     storage_destroy(&st);
 }
@@ -132,7 +132,7 @@ static void test_add_replace(void **state)
     /* Storing an already linked item is refused. */
     struct item *a = NULL;
     assert_int_equal(storage_alloc(st, "dup", 3, 0, 0, 1, T0, &a), 0);
-    memcpy(storage_item_value(a), "x\r\n", 3);
+    memcpy(storage_item_value(a), "x", 1);
     enum storage_store_outcome out;
     uint64_t hv = storage_hash("dup", 3);
     assert_int_equal(storage_store(st, a, STORAGE_SET, 0, hv, T0, &out, NULL), 0);
@@ -166,7 +166,7 @@ static void test_append_prepend(void **state)
     struct item *it = t_get(st, "a", T0, NULL);
     assert_non_null(it);
     assert_int_equal(storage_item_nbytes(it), 11);
-    assert_memory_equal(storage_item_value(it), "BEGINmidEND\r\n", 13);
+    assert_memory_equal(storage_item_value(it), "BEGINmidEND", 11);
     assert_int_equal(storage_item_flags(it), 42);          /* old flags kept */
     assert_int_equal(storage_item_exptime(it), T0 + 1000); /* old exptime kept */
     assert_int_equal(storage_item_cas(it), cas3);
@@ -288,7 +288,7 @@ static void test_references_survive(void **state)
         snprintf(k, sizeof(k), "o%d", i);
         t_set(st, k, "XXXXXXXX", 0, T0);
     }
-    assert_memory_equal(storage_item_value(held), "original\r\n", 10);
+    assert_memory_equal(storage_item_value(held), "original", 8);
     assert_memory_equal(storage_item_key(held), "r", 1);
 
     /* Its segment cannot be reused while it is held. */
@@ -341,7 +341,7 @@ static void test_expiry(void **state)
     t_set(st, "h", "held", T0 + 10, T0);
     struct item *held = t_get(st, "h", T0, NULL);
     t_expect_absent(st, "h", T0 + 20, STORAGE_EXPIRED);
-    assert_memory_equal(storage_item_value(held), "held\r\n", 6);
+    assert_memory_equal(storage_item_value(held), "held", 4);
     storage_release(st, &held);
     t_check(st);
     storage_destroy(&st);
@@ -372,7 +372,7 @@ static void test_maintain_reclaims_expired(void **state)
     assert_int_equal(s.curr_items, 2500);
     assert_int_equal(s.crawler_reclaimed, 2500);
     /* Survivors: even i; keys "exp0".."exp4999" are 4 to 7 bytes long. */
-    assert_int_equal(s.bytes, 2500 * (T_HEADER(0, 10) + 7 + 10 + 2) - (5 * 3 + 45 * 2 + 450));
+    assert_int_equal(s.bytes, 2500 * (T_HEADER(0, 10) + 7 + 10) - (5 * 3 + 45 * 2 + 450));
     snprintf(k, sizeof(k), "exp%d", 42);
     t_expect(st, k, "some value", later);
     t_check(st);
@@ -402,7 +402,7 @@ static void test_flush_immediate(void **state)
     t_expect_absent(st, "b", T0, STORAGE_FLUSHED);
     t_expect(st, "c", "3", T0);
     t_expect(st, "c", "3", T0 + 1000);
-    assert_memory_equal(storage_item_value(held), "2\r\n", 3);
+    assert_memory_equal(storage_item_value(held), "2", 1);
     storage_release(st, &held);
     /* Flushed items are absent for add, replace, cas, append, incr. */
     t_set(st, "x", "9", 0, T0);
@@ -432,12 +432,19 @@ static void test_flush_delayed(void **state)
     t_set(st, "c", "3", 0, T0 + 11);
     t_expect(st, "c", "3", T0 + 20);
 
-    /* A later delayed flush keeps the first one in force. */
-    t_set(st, "d", "4", 0, T0 + 9); /* stored before the first point */
-    storage_flush(st, T0 + 100, T0 + 20);
-    t_expect_absent(st, "d", T0 + 20, STORAGE_FLUSHED);
-    t_expect(st, "c", "3", T0 + 50);
-    t_expect_absent(st, "c", T0 + 100, STORAGE_FLUSHED);
+    /* A point passed unnoticed (no lookup or store since) stays in force
+     * when a later delayed flush replaces it. */
+    storage_flush(st, T0 + 30, T0 + 20);
+    t_set(st, "d", "4", 0, T0 + 25);
+    storage_flush(st, T0 + 100, T0 + 35);
+    t_expect_absent(st, "d", T0 + 35, STORAGE_FLUSHED);
+    t_expect_absent(st, "c", T0 + 35, STORAGE_FLUSHED);
+    t_set(st, "g", "7", 0, T0 + 36);
+    t_expect(st, "g", "7", T0 + 50);
+    /* Stored during the point's second: flushed too, as in memcached. */
+    t_set(st, "h", "8", 0, T0 + 99);
+    t_expect_absent(st, "h", T0 + 99, STORAGE_FLUSHED);
+    t_expect_absent(st, "g", T0 + 100, STORAGE_FLUSHED);
 
     /* An immediate flush cancels a pending delayed one. */
     t_set(st, "e", "5", 0, T0 + 200);
@@ -555,7 +562,7 @@ static void test_arith(void **state)
     struct item *held = t_get(st, "h", T0, NULL);
     assert_int_equal(t_arith(st, "h", false, 1, &v, NULL), STORAGE_ARITH_OK);
     assert_int_equal(v, 499);
-    assert_memory_equal(storage_item_value(held), "500\r\n", 5);
+    assert_memory_equal(storage_item_value(held), "500", 3);
     t_expect_raw(st, "h", "499");
     storage_release(st, &held);
 
@@ -581,7 +588,7 @@ static void test_arith(void **state)
     assert_int_equal(v, 1000);
     struct item *it = t_get(st, "new", T0, NULL);
     assert_non_null(it);
-    assert_memory_equal(storage_item_value(it), "1000\r\n", 6);
+    assert_memory_equal(storage_item_value(it), "1000", 4);
     assert_int_equal(storage_item_flags(it), 9);
     assert_int_equal(storage_item_cas(it), cas);
     storage_release(st, &it);
@@ -600,7 +607,7 @@ static void test_sizes(void **state)
     (void)state;
     struct storage *st = t_create(64 * MiB, 0, false);
     struct item *it = NULL;
-    size_t fit = 1 * MiB - T_HEADER(1, 1 * MiB) - 3 - 2;
+    size_t fit = 1 * MiB - T_HEADER(1, 1 * MiB) - 3;
     assert_true(storage_item_size_ok(st, 3, fit));
     assert_false(storage_item_size_ok(st, 3, fit + 1));
     /* storage_alloc applies memcached's rule: 48 + 8 (CAS) + key + 1 + value + 2,
@@ -613,7 +620,7 @@ static void test_sizes(void **state)
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, (size_t)1 << 40, T0, &it), STORAGE_E2BIG);
     assert_int_equal(storage_alloc(st, "big", 3, 0, 0, max, T0, &it), 0);
     assert_non_null(it);
-    assert_int_equal(storage_item_total(it), T_HEADER(0, max) + 3 + max + 2);
+    assert_int_equal(storage_item_total(it), T_HEADER(0, max) + 3 + max);
     memset(storage_item_value(it), 'q', max);
     enum storage_store_outcome out;
     assert_int_equal(storage_store(st, it, STORAGE_SET, 0, storage_hash("big", 3), T0, &out, NULL),
@@ -639,8 +646,8 @@ static void test_sizes(void **state)
     storage_options_default(&o);
     o.item_size_max = 4096;
     assert_int_equal(storage_create(&st, &o), 0);
-    assert_true(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 12));
-    assert_false(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 11));
+    assert_true(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 10));
+    assert_false(storage_item_size_ok(st, 10, 4096 - T_HEADER(1, 4096) - 9));
     struct storage_class_stats cs;
     assert_true(storage_get_class_stats(st, storage_class_count(st), T0, &cs));
     assert_int_equal(cs.chunk_size, 4096);
@@ -661,9 +668,9 @@ static void test_reset_stats(void **state)
     storage_reset_stats(st);
     s = t_stats(st, T0);
     assert_int_equal(s.total_items, 0);
-    assert_int_equal(s.curr_items, 1);                     /* gauge kept */
-    assert_int_equal(s.bytes, T_HEADER(0, 1) + 1 + 1 + 2); /* gauge kept */
-    assert_int_equal(s.total_malloced, 1 * MiB);           /* gauge kept */
+    assert_int_equal(s.curr_items, 1);                 /* gauge kept */
+    assert_int_equal(s.bytes, T_HEADER(0, 1) + 1 + 1); /* gauge kept */
+    assert_int_equal(s.total_malloced, 1 * MiB);       /* gauge kept */
     assert_int_equal(s.active_classes, 1);
     t_set(st, "c", "3", 0, T0);
     assert_int_equal(t_stats(st, T0).total_items, 1);
