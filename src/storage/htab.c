@@ -60,8 +60,8 @@ static uint32_t *htab_bucket(struct storage *st, uint64_t hv)
 struct item *htab_find(struct storage *st, const char *key, size_t nkey, uint64_t hv)
 {
     for (struct item *it = item_at(st, *htab_bucket(st, hv)); it != NULL;
-         it = item_at(st, it->h_next)) {
-        if (it->nkey == nkey && memcmp(item_key(it), key, nkey) == 0) {
+         it = item_at(st, *item_hnextp(it))) {
+        if (item_nkey(it) == nkey && memcmp(item_key(it), key, nkey) == 0) {
             return it;
         }
     }
@@ -71,7 +71,7 @@ struct item *htab_find(struct storage *st, const char *key, size_t nkey, uint64_
 void htab_insert(struct storage *st, struct item *it, uint64_t hv)
 {
     uint32_t *b = htab_bucket(st, hv);
-    it->h_next = *b;
+    *item_hnextp(it) = *b;
     *b = item_ref(st, it);
 }
 
@@ -81,7 +81,7 @@ static uint32_t *htab_link_of(struct storage *st, struct item *it, uint64_t hv)
     uint32_t ref = item_ref(st, it);
     uint32_t *pp = htab_bucket(st, hv);
     while (*pp != 0 && *pp != ref) {
-        pp = &item_at(st, *pp)->h_next;
+        pp = item_hnextp(item_at(st, *pp));
     }
     return *pp == ref ? pp : NULL;
 }
@@ -90,19 +90,19 @@ void htab_remove(struct storage *st, struct item *it, uint64_t hv)
 {
     uint32_t *pp = htab_link_of(st, it, hv);
     if (pp != NULL) {
-        *pp = it->h_next;
+        *pp = *item_hnextp(it);
     }
-    it->h_next = 0;
+    *item_hnextp(it) = 0;
 }
 
 void htab_replace(struct storage *st, struct item *from, struct item *to, uint64_t hv)
 {
     uint32_t *pp = htab_link_of(st, from, hv);
-    to->h_next = from->h_next;
+    *item_hnextp(to) = *item_hnextp(from);
     if (pp != NULL) {
         *pp = item_ref(st, to);
     }
-    from->h_next = 0;
+    *item_hnextp(from) = 0;
 }
 
 void htab_lock_all(struct storage *st)
@@ -158,10 +158,10 @@ static void htab_move_bucket_locked(struct storage *st, uint64_t ob)
     uint64_t newmask = ((uint64_t)1 << st->ht_power) - 1;
     struct item *it = item_at(st, st->ht_old[ob]);
     while (it != NULL) {
-        struct item *next = item_at(st, it->h_next);
-        uint64_t hv = storage_hash(item_key(it), it->nkey);
+        struct item *next = item_at(st, *item_hnextp(it));
+        uint64_t hv = storage_hash(item_key(it), item_nkey(it));
         uint32_t *b = &st->ht[hv & newmask];
-        it->h_next = *b;
+        *item_hnextp(it) = *b;
         *b = item_ref(st, it);
         it = next;
     }

@@ -4,7 +4,7 @@
  * Memory. The arena is one address range reserved at start (PROT_NONE, so
  * it costs nothing) and made usable one segment (1 MiB, or -I when larger)
  * at a time, up to the memory limit. Items are appended to a segment one
- * after another at 8-byte alignment: no size classes, so no rounding up and
+ * after another at 2-byte alignment: no size classes, so no rounding up and
  * no memory stranded in a class when value sizes change.
  *
  * Eviction is S3-FIFO (Yang et al., SOSP'23) at segment granularity, in the
@@ -18,12 +18,14 @@
  * costs one access count (CLOCK's second chance). The emptied segment is
  * free once its last reference is released.
  *
- * Once eviction has begun, one free segment (the reserve) is kept for those
- * copies, so emptying a segment never needs the memory it is about to give
- * back; until then every segment of the limit holds items (the first
- * eviction copies what fits in the main queue's active segment and evicts
- * the rest), and so does the background thread's evicting ahead, which
- * starts with it. Under -M the reserve is kept from the start. Under -M nothing
+ * Once a copy has found no room, one free segment (the reserve) is kept
+ * for those copies, so emptying a segment never needs the memory it is
+ * about to give back. Until then every segment of the limit holds items: a
+ * cache that is only written never pays for the reserve, and the first copy
+ * without room costs one item (evicted, its key into the ghost, so its next
+ * store goes to main). The background thread evicts ahead once the active
+ * segment is three quarters full, so that a store rarely has to empty a
+ * segment itself. Under -M the reserve is kept from the start, and nothing
  * is evicted: the segment with the fewest live bytes is compacted instead,
  * when its live items fit in the room left, else the allocation fails.
  *
@@ -73,7 +75,8 @@
 #define SEG_TRYLOCK_SPINS 64
 /* Segment summaries storage_maintain() looks at per call. */
 #define SEG_MAINTAIN_BATCH 256u
-/* Largest arena reserved: item references are 32-bit, in 8-byte units. */
+/* Largest arena reserved: item references are 32-bit, in units of the item
+ * alignment: 2 bytes up to 8 GiB, 4 up to 16 GiB, 8 up to 32 GiB. */
 #define SEG_ARENA_MAX ((size_t)32 << 30)
 
 static size_t align8(size_t n)
@@ -136,8 +139,14 @@ int seg_setup(struct storage *st)
     if (rc != 0) {
         return rc;
     }
-    size_t want = SEG_ARENA_MAX / st->page_size;
     size_t need = st->pages_max == SIZE_MAX ? 1 : st->pages_max + 1;
+    /* The finest alignment whose arena (2^32 units) holds the limit. */
+    st->ref_shift = 3;
+    while (st->ref_shift > 1 && st->pages_max != SIZE_MAX &&
+           need <= (SEG_ARENA_MAX >> (4 - st->ref_shift)) / st->page_size) {
+        st->ref_shift--;
+    }
+    size_t want = (SEG_ARENA_MAX >> (3 - st->ref_shift)) / st->page_size;
     void *p = MAP_FAILED;
     while (p == MAP_FAILED && want >= need) {
         p = mmap(NULL, want * st->page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -275,12 +284,13 @@ static void queue_push_locked(struct storage *st, uint32_t s, bool oldest)
 }
 
 /* One segment of the limit is held back (the reserve) for moving items
- * out of a victim, once the limit is more than a few segments and eviction
- * has begun (under -M, from the start: compaction needs it): either not
+ * out of a victim, once the limit is more than a few segments and a copy has
+ * found no room (under -M, from the start: compaction needs it): either not
  * committed yet, or a free segment kept in st->reserve. */
 static bool seg_keep_reserve(const struct storage *st)
 {
-    return st->pages_max >= 4 && st->reserve == SEG_NONE && (st->evicting || st->opts.no_evict);
+    return st->pages_max >= 4 && st->reserve == SEG_NONE &&
+           (st->reserve_wanted || st->opts.no_evict);
 }
 
 static size_t seg_room_locked(const struct storage *st)
@@ -288,20 +298,16 @@ static size_t seg_room_locked(const struct storage *st)
     return st->nsegs < st->pages_max ? st->pages_max - st->nsegs : 0;
 }
 
-/* A free segment goes to the reserve when that is empty and no memory is
- * left uncommitted, except the first one eviction empties while no other is
- * free: that one goes to the store that needed it (so the first eviction
- * empties one segment, not two; the next one fills the reserve). Back to the
- * system when the limit was lowered below what is committed, else to the
- * free list. */
+/* A free segment goes to the reserve when that is wanted and empty and no
+ * memory is left uncommitted, back to the system when the limit was lowered
+ * below what is committed, else to the free list. */
 static void seg_release_locked(struct storage *st, uint32_t s)
 {
     struct seg *g = &st->segs[s];
     SEG_POISON(seg_base(st, s), st->page_size);
     g->used = 0;
     g->state = SEG_FREE;
-    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->nsegs <= st->pages_max &&
-        (st->nfree > 0 || st->evicted_segs > 1 || st->opts.no_evict)) {
+    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->nsegs <= st->pages_max) {
         st->reserve = s;
         return;
     }
@@ -345,8 +351,7 @@ static uint32_t seg_commit_locked(struct storage *st)
  * too. */
 static uint32_t seg_take_locked(struct storage *st, bool use_reserve)
 {
-    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->free_head != SEG_NONE &&
-        (st->nfree >= 2 || st->evicted_segs > 1 || st->opts.no_evict)) {
+    if (seg_keep_reserve(st) && seg_room_locked(st) == 0 && st->free_head != SEG_NONE) {
         uint32_t s = st->free_head;
         st->free_head = st->segs[s].next;
         st->nfree--;
@@ -515,7 +520,7 @@ static void atomic_max_u64(uint64_t *p, uint64_t v)
 void seg_note_item(struct storage *st, const struct item *it)
 {
     struct seg *g = &st->segs[item_seg(st, it)];
-    rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    rel_time_t exp = item_exptime(it);
     if (exp == 0) {
         __atomic_store_n(&g->never, true, __ATOMIC_RELAXED);
     } else {
@@ -563,6 +568,8 @@ static struct item *seg_alloc_move(struct storage *st, size_t span, rel_time_t n
         }
         uint32_t s = seg_take_locked(st, true);
         if (s == SEG_NONE) {
+            /* Keep a reserve from now on. */
+            st->reserve_wanted = true;
             break;
         }
         seg_open_locked(st, s, false, now);
@@ -577,7 +584,7 @@ static void count_evicted(struct storage *st, const struct item *it, rel_time_t 
     struct class_stats *c = &st->classes[item_class(st, it)];
     rel_time_t t = item_time(it, now);
     __atomic_fetch_add(&c->evicted, 1, __ATOMIC_RELAXED);
-    if (__atomic_load_n(&it->exptime, __ATOMIC_RELAXED) != 0) {
+    if (item_exptime(it) != 0) {
         __atomic_fetch_add(&c->evicted_nonzero, 1, __ATOMIC_RELAXED);
     }
     __atomic_store_n(&c->evicted_time, (uint64_t)(now > t ? now - t : 0), __ATOMIC_RELAXED);
@@ -600,17 +607,17 @@ void seg_count_dead(struct storage *st, const struct item *it, bool background)
 static bool seg_move_locked(struct storage *st, struct item *it, uint64_t hv, unsigned freq,
                             rel_time_t now)
 {
-    size_t span = item_span(it);
+    size_t span = item_span(st, it);
     struct item *to = seg_alloc_move(st, span, now);
     if (to == NULL) {
         return false;
     }
-    memcpy(to, it, item_total(it));
-    item_poison_pad(to);
-    to->iflags = (uint8_t)((item_iflags(it) | ITEM_MAIN) & ~ITEM_PENDING);
-    to->fq = (uint8_t)((item_fq(it) & ~ITEM_FREQ_MAX) | freq);
+    item_copy(to, it);
+    item_poison_pad(st, to);
+    *item_iflagsp(to) = (uint8_t)((item_iflags(it) | ITEM_MAIN) & ~ITEM_PENDING);
+    item_set_freq(to, freq);
     htab_replace(st, it, to, hv);
-    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_and(item_iflagsp(it), (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&st->segs[item_seg(st, to)].live, 1, __ATOMIC_RELEASE);
     seg_note_item(st, to);
@@ -653,11 +660,11 @@ static bool seg_empty(struct storage *st, uint32_t s, enum empty_mode mode, bool
     bool from_small = g->small;
     for (uint32_t off = 0; off < used;) {
         struct item *it = (struct item *)(base + off);
-        off += (uint32_t)item_span(it);
+        off += (uint32_t)item_span(st, it);
         if (!(item_iflags(it) & ITEM_LINKED)) {
             continue;
         }
-        uint64_t hv = storage_hash(item_key(it), it->nkey);
+        uint64_t hv = storage_hash(item_key(it), item_nkey(it));
         pthread_mutex_t *m = seg_lock_stripe(st, hv, held);
         if (m == NULL) {
             complete = false;
@@ -702,7 +709,6 @@ static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_
 {
     uint32_t v = SEG_NONE;
     enum empty_mode mode = EMPTY_EVICT;
-    st->evicting = true;
     if (st->opts.no_evict) {
         /* Compact the segment with the fewest live items, when they fit in
          * the room left in the main queue's active segment and the reserve.
@@ -757,9 +763,9 @@ static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_
         char *base = seg_base(st, v);
         for (uint32_t off = 0; off < st->segs[v].used;) {
             struct item *it = (struct item *)(base + off);
-            off += (uint32_t)item_span(it);
+            off += (uint32_t)item_span(st, it);
             if ((item_iflags(it) & ITEM_LINKED) && item_state(st, it, now) == ITEM_ALIVE) {
-                live_bytes += item_span(it);
+                live_bytes += item_span(st, it);
             }
         }
         pthread_mutex_lock(&st->seg_lock);
@@ -779,9 +785,6 @@ static bool seg_evict_one_locked(struct storage *st, size_t span, pthread_mutex_
          * not fit is no progress. */
         queue_push_locked(st, v, true);
         return fits && mode == EMPTY_EVICT;
-    }
-    if (mode == EMPTY_EVICT) {
-        st->evicted_segs++;
     }
     seg_retire_locked(st, v);
     return true;
@@ -873,11 +876,15 @@ bool seg_maintain(struct storage *st, rel_time_t now)
     }
     st->expire_cursor = s;
     /* Evict ahead of demand: at the limit, with nothing expired to take
-     * back, keep one segment free so that a store rarely has to empty a
-     * segment itself. */
-    if (emptied == 0 && st->evicting && !st->opts.no_evict &&
-        (st->nfree == 0 || st->reserve == SEG_NONE) && seg_room_locked(st) <= 1 &&
-        st->pages_max >= 4 && st->nsegs >= st->pages_max - 1 && st->nsmall + st->nmain > 0) {
+     * back, fill a wanted reserve, and free a segment once the small queue's
+     * active one is three quarters full, so that a store rarely has to empty
+     * a segment itself. */
+    bool act_full =
+        st->small_act == SEG_NONE || st->segs[st->small_act].used >= st->page_size / 4 * 3;
+    if (emptied == 0 && !st->opts.no_evict &&
+        ((st->reserve_wanted && st->reserve == SEG_NONE) || (st->nfree == 0 && act_full)) &&
+        seg_room_locked(st) <= (seg_keep_reserve(st) ? 1u : 0u) && st->pages_max >= 4 &&
+        st->nsmall + st->nmain > 0) {
         bool progress = seg_evict_one_locked(st, 0, NULL, now);
         pthread_mutex_unlock(&st->seg_lock);
         return progress;

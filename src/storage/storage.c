@@ -150,7 +150,7 @@ const char *storage_item_key(const struct item *it)
 
 size_t storage_item_nkey(const struct item *it)
 {
-    return it->nkey;
+    return item_nkey(it);
 }
 
 uint32_t storage_item_flags(const struct item *it)
@@ -178,7 +178,7 @@ uint64_t storage_item_cas(const struct item *it)
 
 rel_time_t storage_item_exptime(const struct item *it)
 {
-    return __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    return item_exptime(it);
 }
 
 size_t storage_item_total(const struct item *it)
@@ -191,20 +191,36 @@ unsigned storage_item_class(const struct storage *st, const struct item *it)
     return item_class(st, it);
 }
 
-/* Fixed header, nbytes of the width it needs, flags when not 0; *fq gets
- * the item's fq bits for them. */
-static size_t item_header_for(uint32_t flags, size_t nbytes, uint8_t *fq)
+/* Fixed header, nbytes in the bytes it needs, flags when not 0. */
+static size_t item_header_for(uint32_t flags, size_t nbytes)
 {
-    uint8_t w = nbytes < 0x100 ? 0 : nbytes < 0x10000 ? 1 : 2;
-    *fq = (uint8_t)((w << ITEM_FQ_WIDTH_SHIFT) | (flags != 0 ? ITEM_FQ_FLAGS : 0));
-    return ITEM_FIXED_SIZE + ((size_t)1 << w) + (flags != 0 ? 4u : 0u);
+    size_t w = nbytes < 0x80 ? 1 : nbytes < 0x4000 ? 2 : 4;
+    return ITEM_FIXED_SIZE + w + (flags != 0 ? 4u : 0u);
+}
+
+/* Writes nbytes in item_nbytes()'s encoding; returns the bytes used. */
+static size_t item_put_nbytes(unsigned char *p, uint32_t nb)
+{
+    if (nb < 0x80) {
+        p[0] = (unsigned char)nb;
+        return 1;
+    }
+    if (nb < 0x4000) {
+        p[0] = (unsigned char)(0x80 | (nb >> 8));
+        p[1] = (unsigned char)nb;
+        return 2;
+    }
+    p[0] = (unsigned char)(0xC0 | (nb >> 24));
+    p[1] = (unsigned char)(nb >> 16);
+    p[2] = (unsigned char)(nb >> 8);
+    p[3] = (unsigned char)nb;
+    return 4;
 }
 
 bool storage_item_size_ok(const struct storage *st, size_t nkey, size_t nbytes)
 {
-    uint8_t fmt;
     return nkey <= STORAGE_KEY_MAX && nbytes <= st->item_max &&
-           item_header_for(0xffffffffu, nbytes, &fmt) + nkey + nbytes <= st->item_max;
+           item_header_for(0xffffffffu, nbytes) + nkey + nbytes <= st->item_max;
 }
 
 /* Turns a delayed flush point that is past into oldest_cas. Every CAS is
@@ -252,7 +268,7 @@ enum item_state item_state(struct storage *st, const struct item *it, rel_time_t
     if (live != 0 && live <= now) {
         return ITEM_FLUSHED;
     }
-    rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    rel_time_t exp = item_exptime(it);
     if (exp != 0 && exp <= now) {
         return ITEM_EXPIRED;
     }
@@ -261,7 +277,7 @@ enum item_state item_state(struct storage *st, const struct item *it, rel_time_t
 
 void item_set_exptime(struct storage *st, struct item *it, rel_time_t exptime)
 {
-    __atomic_store_n(&it->exptime, exptime, __ATOMIC_RELAXED);
+    item_store_exptime(it, exptime);
     if (item_iflags(it) & ITEM_LINKED) {
         seg_note_item(st, it);
     }
@@ -285,7 +301,8 @@ static bool compat_size_ok(const struct storage *st, size_t nkey, uint32_t flags
 /* Clears ITEM_PENDING (once) and counts it out of its segment. */
 static void item_done_pending(struct storage *st, struct item *it)
 {
-    if (__atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_PENDING, __ATOMIC_ACQ_REL) & ITEM_PENDING) {
+    if (__atomic_fetch_and(item_iflagsp(it), (uint8_t)~ITEM_PENDING, __ATOMIC_ACQ_REL) &
+        ITEM_PENDING) {
         __atomic_sub_fetch(&st->segs[item_seg(st, it)].pending, 1, __ATOMIC_ACQ_REL);
     }
 }
@@ -307,9 +324,8 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         return STORAGE_ENOMEM;
     }
 #endif
-    uint8_t fq;
-    size_t header = item_header_for(flags, nbytes, &fq);
-    size_t span = (header + nkey + nbytes + 7) & ~(size_t)7;
+    size_t header = item_header_for(flags, nbytes);
+    size_t span = (header + nkey + nbytes + item_align(st) - 1) & ~(item_align(st) - 1);
     unsigned clsid = seg_class_for(st, compat_total_of(st, nkey, flags, nbytes));
     /* A key the small queue evicted unread a moment ago goes to main. */
     bool main = seg_ghost_take(st, storage_hash(key, nkey));
@@ -318,34 +334,20 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         __atomic_fetch_add(&st->classes[clsid].outofmemory, 1, __ATOMIC_RELAXED);
         return STORAGE_ENOMEM;
     }
-    it->word = item_word(0, now);
-    it->exptime = exptime;
-    it->h_next = 0;
-    it->nkey = (uint8_t)nkey;
-    it->fq = fq;
-    uint32_t nb = (uint32_t)nbytes;
-    switch ((fq >> ITEM_FQ_WIDTH_SHIFT) & 3u) {
-    case 0:
-        it->rest[0] = (unsigned char)nb;
-        break;
-    case 1: {
-        uint16_t v = (uint16_t)nb;
-        memcpy(it->rest, &v, 2);
-        break;
-    }
-    default:
-        memcpy(it->rest, &nb, 4);
-        break;
-    }
+    *item_wordp(it) = item_word(0, now);
+    *item_xwordp(it) = item_x_exptime(exptime) | (flags != 0 ? ITEM_X_FLAGS : 0);
+    *item_hnextp(it) = 0;
+    *item_field(it, ITEM_F_NKEY) = (uint8_t)nkey;
+    size_t w = item_put_nbytes(it->rest, (uint32_t)nbytes);
     if (flags != 0) {
-        memcpy(it->rest + item_width(it), &flags, 4);
+        memcpy(it->rest + w, &flags, 4);
     }
     __atomic_store_n(
-        &it->iflags,
+        item_iflagsp(it),
         (uint8_t)(ITEM_PENDING | (st->opts.use_cas ? 0 : ITEM_NOCAS) | (main ? ITEM_MAIN : 0)),
         __ATOMIC_RELEASE);
     memcpy(item_key(it), key, nkey);
-    item_poison_pad(it);
+    item_poison_pad(st, it);
     *out = it;
     return 0;
 }
@@ -380,7 +382,7 @@ void storage_release(struct storage *st, struct item **itp)
 /* memcached's total for an item: the bucket "stats sizes" counts it in. */
 static size_t compat_total(const struct storage *st, const struct item *it)
 {
-    return compat_total_of(st, it->nkey, item_flags(it), item_nbytes(it));
+    return compat_total_of(st, item_nkey(it), item_flags(it), item_nbytes(it));
 }
 
 unsigned item_class(const struct storage *st, const struct item *it)
@@ -451,11 +453,11 @@ void storage_sizes_visit(struct storage *st, void (*fn)(void *ctx, size_t size, 
 static void item_link_locked(struct storage *st, struct item *it, uint64_t hv, rel_time_t now)
 {
     struct class_stats *cls = &st->classes[item_class(st, it)];
-    __atomic_store_n(&it->word, item_word(cas_next(st, now), now), __ATOMIC_RELAXED);
+    __atomic_store_n(item_wordp(it), item_word(cas_next(st, now), now), __ATOMIC_RELAXED);
     item_set_freq(it, 0);
-    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
+    __atomic_fetch_and(item_iflagsp(it), (uint8_t)~ITEM_FETCHED, __ATOMIC_RELAXED);
     htab_insert(st, it, hv);
-    __atomic_fetch_or(&it->iflags, ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_or(item_iflagsp(it), ITEM_LINKED, __ATOMIC_RELEASE);
     /* Counted live before it stops being pending, so the segment never
      * looks empty in between. */
     __atomic_fetch_add(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_ACQ_REL);
@@ -472,7 +474,7 @@ void item_unlink_locked(struct storage *st, struct item *it, uint64_t hv)
 {
     struct class_stats *cls = &st->classes[item_class(st, it)];
     htab_remove(st, it, hv);
-    __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
+    __atomic_fetch_and(item_iflagsp(it), (uint8_t)~ITEM_LINKED, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&st->segs[item_seg(st, it)].live, 1, __ATOMIC_ACQ_REL);
     __atomic_fetch_sub(&st->curr_items, 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&cls->number, 1, __ATOMIC_RELAXED);
@@ -525,7 +527,7 @@ static void item_mark_used(struct item *it, rel_time_t now)
 {
     item_freq_bump(it);
     if (!(item_iflags(it) & ITEM_FETCHED)) {
-        __atomic_fetch_or(&it->iflags, ITEM_FETCHED, __ATOMIC_RELAXED);
+        __atomic_fetch_or(item_iflagsp(it), ITEM_FETCHED, __ATOMIC_RELAXED);
     } else {
         item_touch_time(it, now);
     }
@@ -598,7 +600,7 @@ static void item_replace_locked(struct storage *st, struct item *old, struct ite
 {
     if (old != NULL) {
         if (item_iflags(old) & ITEM_MAIN) {
-            __atomic_fetch_or(&it->iflags, ITEM_MAIN, __ATOMIC_RELAXED);
+            __atomic_fetch_or(item_iflagsp(it), ITEM_MAIN, __ATOMIC_RELAXED);
         }
         item_unlink_locked(st, old, hv);
     }
@@ -615,11 +617,10 @@ static int item_join_locked(struct storage *st, struct item *old, struct item *a
     /* Copied out: the allocation may move `old` (eviction copies live items
      * forward), after which only the table's new copy is linked. */
     char key[STORAGE_KEY_MAX];
-    size_t nkey = old->nkey;
+    size_t nkey = item_nkey(old);
     memcpy(key, item_key(old), nkey);
-    int rc =
-        item_alloc(st, key, nkey, item_flags(old), __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
-                   on + an, stripe_lock_of(st, hv), now, &it);
+    int rc = item_alloc(st, key, nkey, item_flags(old), item_exptime(old), on + an,
+                        stripe_lock_of(st, hv), now, &it);
     if (rc != 0) {
         return rc;
     }
@@ -663,7 +664,7 @@ static int item_store_locked(struct storage *st, struct item *it, enum storage_o
     uint64_t cas = 0;
     int rc = 0;
     enum item_state why;
-    struct item *old = item_find_locked(st, item_key(it), it->nkey, hv, now, &why);
+    struct item *old = item_find_locked(st, item_key(it), item_nkey(it), hv, now, &why);
     *lookup = get_outcome(old, why);
     switch (op) {
     case STORAGE_SET:
@@ -708,9 +709,8 @@ static int item_store_locked(struct storage *st, struct item *it, enum storage_o
             out = STORAGE_STORED;
         } else if (meta != NULL && meta->invalidate && cas_in < storage_item_cas(old)) {
             uint8_t keep = item_iflags(old) & ITEM_TOKEN_SENT;
-            __atomic_store_n(&it->exptime, __atomic_load_n(&old->exptime, __ATOMIC_RELAXED),
-                             __ATOMIC_RELAXED);
-            __atomic_fetch_or(&it->iflags, (uint8_t)(ITEM_STALE | keep), __ATOMIC_RELAXED);
+            item_store_exptime(it, item_exptime(old));
+            __atomic_fetch_or(item_iflagsp(it), (uint8_t)(ITEM_STALE | keep), __ATOMIC_RELAXED);
             item_replace_locked(st, old, it, hv, now);
             meta->stale = true;
             out = STORAGE_STORED;
@@ -832,7 +832,7 @@ static int arith_link_locked(struct storage *st, const char *key, size_t nkey, b
     /* Looked up again: the allocation may have moved or evicted it. */
     struct item *old = replace ? htab_find(st, key, nkey, hv) : NULL;
     item_replace_locked(st, old, it, hv, now);
-    __atomic_fetch_or(&it->iflags, keep, __ATOMIC_RELAXED);
+    __atomic_fetch_or(item_iflagsp(it), keep, __ATOMIC_RELAXED);
     *cas = storage_item_cas(it);
     *linked = it;
     storage_release(st, &it);
@@ -895,7 +895,7 @@ static int arith_locked(struct storage *st, const char *key, size_t nkey, uint64
          * memcached updates in place (the number fits), it looks the same: a
          * shorter number is padded with spaces to the old length, and the
          * item's marks stay; a longer one is a new item without them. */
-        rel_time_t exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        rel_time_t exptime = item_exptime(it);
         size_t width = len <= item_nbytes(it) ? item_nbytes(it) : len;
         uint8_t keep =
             len <= item_nbytes(it)
@@ -992,7 +992,7 @@ bool storage_maintain(struct storage *st, rel_time_t now)
 
 void storage_item_set_key_binary(struct item *it)
 {
-    __atomic_fetch_or(&it->iflags, ITEM_KEY_BINARY, __ATOMIC_RELAXED);
+    __atomic_fetch_or(item_iflagsp(it), ITEM_KEY_BINARY, __ATOMIC_RELAXED);
 }
 
 bool storage_item_key_binary(const struct item *it)
@@ -1006,7 +1006,7 @@ static bool meta_walk_locked(struct storage *st, struct item *it, const struct s
                              bool created, bool token_sent)
 {
     bool win = false;
-    rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+    rel_time_t exp = item_exptime(it);
     rel_time_t start = exp;
     for (const char *p = o->order; p != NULL && *p != '\0'; p++) {
         if (*p == 'T' && o->touch) {
@@ -1054,14 +1054,14 @@ int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t 
         r->stale = (fl & ITEM_STALE) != 0;
         r->token_sent = (fl & ITEM_TOKEN_SENT) != 0;
         r->time = item_time(it, now);
-        r->exptime = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        r->exptime = item_exptime(it);
         bool win = meta_walk_locked(st, it, o, r->created, r->token_sent);
         if (!o->no_win) {
             if (r->stale && !r->token_sent) {
                 win = true;
             }
             if (win) {
-                __atomic_fetch_or(&it->iflags, ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
+                __atomic_fetch_or(item_iflagsp(it), ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
             }
             r->win = win;
         }
@@ -1117,8 +1117,8 @@ int storage_meta_delete(struct storage *st, const char *key, size_t nkey, uint64
             if (o->touch) {
                 item_set_exptime(st, it, o->touch_ttl);
             }
-            __atomic_fetch_or(&it->iflags, ITEM_STALE, __ATOMIC_RELAXED);
-            __atomic_fetch_and(&it->iflags, (uint8_t)~ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
+            __atomic_fetch_or(item_iflagsp(it), ITEM_STALE, __ATOMIC_RELAXED);
+            __atomic_fetch_and(item_iflagsp(it), (uint8_t)~ITEM_TOKEN_SENT, __ATOMIC_RELAXED);
             item_set_cas(it, cas_next(st, now));
             seg_note_item(st, it);
             r->outcome = STORAGE_MDEL_INVALIDATED;
@@ -1144,7 +1144,7 @@ int storage_meta_arith(struct storage *st, const char *key, size_t nkey, uint64_
     int rc = arith_locked(st, key, nkey, hv, &a, now, &ao);
     if (rc == 0 && ao.outcome == STORAGE_ARITH_OK) {
         struct item *it = ao.item;
-        rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        rel_time_t exp = item_exptime(it);
         r->exptime = exp;
         const char *order = o->order != NULL ? o->order : "T";
         for (const char *p = order; *p != '\0'; p++) {
@@ -1304,17 +1304,17 @@ const char *storage_check(struct storage *st)
         char *base = st->arena + (size_t)s * st->page_size;
         for (uint32_t off = 0; off < g->used && err == NULL;) {
             struct item *it = (struct item *)(base + off);
-            if (item_span(it) == 0 || off + item_span(it) > g->used) {
+            if (item_span(st, it) == 0 || off + item_span(st, it) > g->used) {
                 err = "item overruns its segment";
                 break;
             }
-            off += (uint32_t)item_span(it);
-            if (!(it->iflags & ITEM_LINKED)) {
+            off += (uint32_t)item_span(st, it);
+            if (!(*item_iflagsp(it) & ITEM_LINKED)) {
                 continue;
             }
             live++;
-            uint64_t hv = storage_hash(item_key(it), it->nkey);
-            if (htab_find(st, item_key(it), it->nkey, hv) != it) {
+            uint64_t hv = storage_hash(item_key(it), item_nkey(it));
+            if (htab_find(st, item_key(it), item_nkey(it), hv) != it) {
                 err = "linked item not found in the hash table";
             } else if (item_class(st, it) == 0 || item_class(st, it) > st->nclasses) {
                 err = "item with a wrong class id";
@@ -1360,14 +1360,14 @@ const char *storage_check(struct storage *st)
         uint64_t chained = 0;
         for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_power); b++) {
             for (struct item *it = item_at(st, st->ht[b]); it != NULL;
-                 it = item_at(st, it->h_next)) {
+                 it = item_at(st, *item_hnextp(it))) {
                 chained++;
             }
         }
         if (st->ht_expanding) {
             for (uint64_t b = 0; b < ((uint64_t)1 << st->ht_old_power); b++) {
                 for (struct item *it = item_at(st, st->ht_old[b]); it != NULL;
-                     it = item_at(st, it->h_next)) {
+                     it = item_at(st, *item_hnextp(it))) {
                     chained++;
                 }
             }

@@ -8,30 +8,39 @@
  * tests include it.
  *
  * Items are appended to 1 MiB segments (a log), packed one after another at
- * 8-byte alignment, with no size classes and no per-item list links. An item
- * is addressed by a 32-bit reference (its offset in the arena in 8-byte
- * units, plus one) in the hash chain. Layout (64-bit):
+ * 2-byte alignment (4 when the arena is over 8 GiB, 8 over 16 GiB), with no
+ * size classes and no per-item list links. An item is addressed by a 32-bit
+ * reference (its offset in the arena in alignment units, plus one) in the
+ * hash chain. Layout: an 18-byte header, then
  *
- *   offset  size   field
- *   0       8      word      CAS sequence (bits 0-47) and the low 16 bits of
- *                            the last access time (bits 48-63); atomic, changed
- *                            only by compare-and-swap of the whole word
- *   8       4      exptime   rel_time_t, 0 = never (atomic: touch)
- *   12      4      h_next    reference of the next item in the hash chain
- *   16      1      nkey      key length, 1..250
- *   17      1      iflags    ITEM_* bits, changed atomically
- *   18      1      fq        S3-FIFO access count (bits 0-1, atomic byte
- *                            stores), the width of nbytes (bits 2-3: 1, 2 or
- *                            4 bytes) and ITEM_FQ_FLAGS when the client flags
- *                            are not 0; bits 2-7 never change
- *   19      1|2|4  nbytes    value length
- *   ..      0|4    flags     client flags, when not 0
- *   ..      nkey   key
- *   ..      nbytes value (no "\r\n": writers add it), then padding to 8 bytes
+ *   size   field
+ *   1|2|4  nbytes    value length: < 0x80 in one byte, < 0x4000 in two
+ *                    (first byte 10xxxxxx), else four (11xxxxxx)
+ *   0|4    flags     client flags, when not 0
+ *   nkey   key
+ *   nbytes value (no "\r\n": writers add it), then padding
  *
- * A 20-byte key with a 16-byte value takes 56 bytes (memcached: a 96-byte
- * chunk). References to items are counted per segment, not per item. The
- * reporting class is computed from the sizes (seg_class_for), not stored.
+ * The header holds five fields, placed so that each is naturally aligned
+ * whatever the item's address modulo 8 (item_field(); a is that address
+ * modulo 8):
+ *
+ *   field   size  a=0  a=2  a=4  a=6
+ *   word    8     0    6    4    2   CAS sequence (bits 0-47) and the low 16
+ *                                    bits of the last access time (48-63);
+ *                                    changed only by compare-and-swap
+ *   xword   4     8    2    0    10  exptime (bits 0-28: rel_time_t, 0 =
+ *                                    never, capped at 17 years), the S3-FIFO
+ *                                    access count (29-30) and ITEM_X_FLAGS
+ *                                    when the client flags are not 0 (31);
+ *                                    changed only by compare-and-swap
+ *   h_next  4     12   14   12   14  reference of the next item in the chain
+ *   nkey    1     16   0    16   0   key length, 1..250
+ *   iflags  1     17   1    17   1   ITEM_* bits, changed atomically
+ *
+ * A 20-byte key with a 16-byte value takes 56 bytes, 30/100 takes 150
+ * (memcached: chunks of 96 and 192). References to items are counted per
+ * segment, not per item. The reporting class is computed from the sizes
+ * (seg_class_for), not stored.
  */
 #ifndef MEMSTASH_STORAGE_INT_H
 #define MEMSTASH_STORAGE_INT_H
@@ -45,17 +54,12 @@
 #include "storage.h"
 
 struct item {
-    uint64_t word; /* see item_cas() and item_time() */
-    rel_time_t exptime;
-    uint32_t h_next;
-    uint8_t nkey;
-    uint8_t iflags;
-    uint8_t fq;
+    unsigned char hdr[18]; /* see item_field() */
     unsigned char rest[];
 };
 
-#define ITEM_FIXED_SIZE 19u
-_Static_assert(offsetof(struct item, rest) == ITEM_FIXED_SIZE, "item fixed header is 19 bytes");
+#define ITEM_FIXED_SIZE 18u
+_Static_assert(offsetof(struct item, rest) == ITEM_FIXED_SIZE, "item fixed header is 18 bytes");
 
 /* iflags bits. */
 #define ITEM_LINKED  0x01 /* in the hash table */
@@ -70,9 +74,10 @@ _Static_assert(offsetof(struct item, rest) == ITEM_FIXED_SIZE, "item fixed heade
  * an item that was there (its segment may still be a small one). */
 #define ITEM_MAIN 0x80
 
-/* fq bits above the access count. */
-#define ITEM_FQ_WIDTH_SHIFT 2 /* nbytes takes 1 << ((fq >> 2) & 3) bytes: 1, 2 or 4 */
-#define ITEM_FQ_FLAGS       0x10
+/* xword: exptime, access count, flags present. */
+#define ITEM_X_EXPTIME    ((UINT32_C(1) << 29) - 1)
+#define ITEM_X_FREQ_SHIFT 29
+#define ITEM_X_FLAGS      (UINT32_C(1) << 31)
 
 /* CAS sequences are 48-bit (2.8e14 stores: about 9 years at a million a
  * second); the word's high 16 bits hold the access time. */
@@ -167,6 +172,7 @@ struct storage {
      * usable one at a time. */
     char *arena;
     size_t arena_bytes;
+    unsigned ref_shift; /* item alignment and reference unit: 2, 4 or 8 bytes */
     uint32_t nsegs_max; /* reserved */
     struct seg *segs;
 
@@ -178,8 +184,7 @@ struct storage {
     uint32_t free_head; /* free list */
     uint32_t nfree;
     uint32_t reserve;             /* one free segment kept for moving items out of a victim */
-    bool evicting;                /* eviction has begun: keep the reserve, evict ahead */
-    uint64_t evicted_segs;        /* segments emptied by eviction */
+    bool reserve_wanted;          /* a copy found no room: keep the reserve from now on */
     uint32_t small_act, main_act; /* active segments */
     uint32_t small_old, small_new, main_old, main_new; /* FIFOs of full segments */
     uint32_t nsmall, nmain;
@@ -230,45 +235,80 @@ struct storage {
 
 /* ---- item helpers ------------------------------------------------------ */
 
-/* fq's bits 2-7 never change; the access count in bits 0-1 is stored
- * atomically by hits, so the byte is always read atomically. */
-static inline uint8_t item_fq(const struct item *it)
+enum item_field { ITEM_F_WORD, ITEM_F_XWORD, ITEM_F_HNEXT, ITEM_F_NKEY, ITEM_F_IFLAGS };
+
+/* Where a header field sits, by the item's address modulo 8 (items are at
+ * least 2-byte aligned). */
+static inline unsigned char *item_field(const struct item *it, enum item_field f)
 {
-    return __atomic_load_n(&it->fq, __ATOMIC_RELAXED);
+    static const uint8_t off[4][5] = {
+        {0, 8, 12, 16, 17},
+        {6, 2, 14, 0, 1},
+        {4, 0, 12, 16, 17},
+        {2, 10, 14, 0, 1},
+    };
+    return (unsigned char *)(uintptr_t)it->hdr + off[((uintptr_t)it >> 1) & 3][f];
 }
 
+static inline uint64_t *item_wordp(const struct item *it)
+{
+    return (uint64_t *)(void *)item_field(it, ITEM_F_WORD);
+}
+
+static inline uint32_t *item_xwordp(const struct item *it)
+{
+    return (uint32_t *)(void *)item_field(it, ITEM_F_XWORD);
+}
+
+/* The hash chain link; changed and read under the item's stripe lock. */
+static inline uint32_t *item_hnextp(const struct item *it)
+{
+    return (uint32_t *)(void *)item_field(it, ITEM_F_HNEXT);
+}
+
+static inline uint8_t item_nkey(const struct item *it)
+{
+    return *item_field(it, ITEM_F_NKEY);
+}
+
+static inline uint8_t *item_iflagsp(const struct item *it)
+{
+    return item_field(it, ITEM_F_IFLAGS);
+}
+
+static inline uint32_t item_xword(const struct item *it)
+{
+    return __atomic_load_n(item_xwordp(it), __ATOMIC_RELAXED);
+}
+
+/* Bytes of the nbytes field. */
 static inline size_t item_width(const struct item *it)
 {
-    return (size_t)1 << ((item_fq(it) >> ITEM_FQ_WIDTH_SHIFT) & 3u);
+    uint8_t b = it->rest[0];
+    return b < 0x80 ? 1 : b < 0xC0 ? 2 : 4;
 }
 
 static inline size_t item_header(const struct item *it)
 {
-    return ITEM_FIXED_SIZE + item_width(it) + ((item_fq(it) & ITEM_FQ_FLAGS) ? 4u : 0u);
+    return ITEM_FIXED_SIZE + item_width(it) + ((item_xword(it) & ITEM_X_FLAGS) ? 4u : 0u);
 }
 
 static inline uint32_t item_nbytes(const struct item *it)
 {
-    switch ((item_fq(it) >> ITEM_FQ_WIDTH_SHIFT) & 3u) {
-    case 0:
-        return it->rest[0];
-    case 1: {
-        uint16_t v;
-        memcpy(&v, it->rest, 2);
-        return v;
+    const unsigned char *p = it->rest;
+    if (p[0] < 0x80) {
+        return p[0];
     }
-    default: {
-        uint32_t v;
-        memcpy(&v, it->rest, 4);
-        return v;
+    if (p[0] < 0xC0) {
+        return ((uint32_t)(p[0] & 0x3F) << 8) | p[1];
     }
-    }
+    return ((uint32_t)(p[0] & 0x3F) << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
 static inline uint32_t item_flags(const struct item *it)
 {
     uint32_t v = 0;
-    if (item_fq(it) & ITEM_FQ_FLAGS) {
+    if (item_xword(it) & ITEM_X_FLAGS) {
         memcpy(&v, it->rest + item_width(it), 4);
     }
     return v;
@@ -281,47 +321,54 @@ static inline char *item_key(const struct item *it)
 
 static inline char *item_val(const struct item *it)
 {
-    return item_key(it) + it->nkey;
+    return item_key(it) + item_nkey(it);
 }
 
 /* Header, key and value. */
 static inline size_t item_total(const struct item *it)
 {
-    return item_header(it) + it->nkey + item_nbytes(it);
+    return item_header(it) + item_nkey(it) + item_nbytes(it);
+}
+
+/* Item alignment in the arena (2, 4 or 8 bytes). */
+static inline size_t item_align(const struct storage *st)
+{
+    return (size_t)1 << st->ref_shift;
 }
 
 /* Bytes the item takes in its segment. */
-static inline size_t item_span(const struct item *it)
+static inline size_t item_span(const struct storage *st, const struct item *it)
 {
-    return (item_total(it) + 7) & ~(size_t)7;
+    return (item_total(it) + item_align(st) - 1) & ~(item_align(st) - 1);
 }
 
 /* Under AddressSanitizer the padding after an item is poisoned, so that a
  * write past its value (where memcached kept "\r\n") is reported. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
-static inline void item_poison_pad(struct item *it)
+static inline void item_poison_pad(const struct storage *st, struct item *it)
 {
     size_t total = item_total(it);
-    ASAN_POISON_MEMORY_REGION((char *)it + total, item_span(it) - total);
+    ASAN_POISON_MEMORY_REGION((char *)it + total, item_span(st, it) - total);
 }
 #else
-static inline void item_poison_pad(struct item *it)
+static inline void item_poison_pad(const struct storage *st, struct item *it)
 {
+    (void)st;
     (void)it;
 }
 #endif
 
 static inline uint64_t item_cas(const struct item *it)
 {
-    return __atomic_load_n(&it->word, __ATOMIC_RELAXED) & ITEM_CAS_MASK;
+    return __atomic_load_n(item_wordp(it), __ATOMIC_RELAXED) & ITEM_CAS_MASK;
 }
 
 /* The last access time: the latest time at or before `now` whose low 16
  * bits are the stored ones (exact for 18 hours). */
 static inline rel_time_t item_time(const struct item *it, rel_time_t now)
 {
-    uint16_t t = (uint16_t)(__atomic_load_n(&it->word, __ATOMIC_RELAXED) >> ITEM_TIME_SHIFT);
+    uint16_t t = (uint16_t)(__atomic_load_n(item_wordp(it), __ATOMIC_RELAXED) >> ITEM_TIME_SHIFT);
     uint16_t back = (uint16_t)((uint16_t)now - t);
     return now >= back ? now - back : 0;
 }
@@ -334,54 +381,94 @@ static inline uint64_t item_word(uint64_t cas, rel_time_t time)
 /* Sets the CAS, keeping the time. */
 static inline void item_set_cas(struct item *it, uint64_t cas)
 {
-    uint64_t w = __atomic_load_n(&it->word, __ATOMIC_RELAXED);
+    uint64_t *p = item_wordp(it);
+    uint64_t w = __atomic_load_n(p, __ATOMIC_RELAXED);
     uint64_t n;
     do {
         n = (w & ~ITEM_CAS_MASK) | (cas & ITEM_CAS_MASK);
-    } while (
-        !__atomic_compare_exchange_n(&it->word, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(p, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
 /* Sets the access time, keeping the CAS. */
 static inline void item_set_time(struct item *it, rel_time_t now)
 {
-    uint64_t w = __atomic_load_n(&it->word, __ATOMIC_RELAXED);
+    uint64_t *p = item_wordp(it);
+    uint64_t w = __atomic_load_n(p, __ATOMIC_RELAXED);
     uint64_t n;
     do {
         n = (w & ITEM_CAS_MASK) | ((uint64_t)(uint16_t)now << ITEM_TIME_SHIFT);
         if (n == w) {
             return;
         }
-    } while (
-        !__atomic_compare_exchange_n(&it->word, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(p, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+/* exptime as xword stores it: later than 17 years from start is capped. */
+static inline uint32_t item_x_exptime(rel_time_t exptime)
+{
+    return exptime > ITEM_X_EXPTIME ? ITEM_X_EXPTIME : exptime;
+}
+
+static inline rel_time_t item_exptime(const struct item *it)
+{
+    return item_xword(it) & ITEM_X_EXPTIME;
+}
+
+/* Replaces the xword bits in `mask` with `bits`. */
+static inline void item_xword_set(struct item *it, uint32_t mask, uint32_t bits)
+{
+    uint32_t *p = item_xwordp(it);
+    uint32_t w = __atomic_load_n(p, __ATOMIC_RELAXED);
+    uint32_t n;
+    do {
+        n = (w & ~mask) | (bits & mask);
+        if (n == w) {
+            return;
+        }
+    } while (!__atomic_compare_exchange_n(p, &w, n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+/* Sets the exptime field only (see item_set_exptime for linked items). */
+static inline void item_store_exptime(struct item *it, rel_time_t exptime)
+{
+    item_xword_set(it, ITEM_X_EXPTIME, item_x_exptime(exptime));
 }
 
 static inline unsigned item_freq(const struct item *it)
 {
-    return item_fq(it) & ITEM_FREQ_MAX;
+    return (item_xword(it) >> ITEM_X_FREQ_SHIFT) & ITEM_FREQ_MAX;
 }
 
-/* The other bits never change after allocation, so a plain store of the
- * whole byte cannot lose them. */
 static inline void item_set_freq(struct item *it, unsigned f)
 {
-    uint8_t b = item_fq(it);
-    __atomic_store_n(&it->fq, (uint8_t)((b & ~ITEM_FREQ_MAX) | f), __ATOMIC_RELAXED);
+    item_xword_set(it, ITEM_FREQ_MAX << ITEM_X_FREQ_SHIFT, (uint32_t)f << ITEM_X_FREQ_SHIFT);
+}
+
+/* Copies an item's header, key and value to `to` (not yet visible), whose
+ * header fields may sit elsewhere (another address modulo 8). */
+static inline void item_copy(struct item *to, const struct item *from)
+{
+    memcpy(to->rest, from->rest, item_total(from) - ITEM_FIXED_SIZE);
+    *item_wordp(to) = __atomic_load_n(item_wordp(from), __ATOMIC_RELAXED);
+    *item_xwordp(to) = item_xword(from);
+    *item_hnextp(to) = *item_hnextp(from);
+    *item_field(to, ITEM_F_NKEY) = item_nkey(from);
+    *item_iflagsp(to) = __atomic_load_n(item_iflagsp(from), __ATOMIC_RELAXED);
 }
 
 static inline uint8_t item_iflags(const struct item *it)
 {
-    return __atomic_load_n(&it->iflags, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(item_iflagsp(it), __ATOMIC_ACQUIRE);
 }
 
 static inline uint32_t item_ref(const struct storage *st, const struct item *it)
 {
-    return (uint32_t)(((const char *)it - st->arena) >> 3) + 1;
+    return (uint32_t)(((const char *)it - st->arena) >> st->ref_shift) + 1;
 }
 
 static inline struct item *item_at(const struct storage *st, uint32_t ref)
 {
-    return ref == 0 ? NULL : (struct item *)(st->arena + ((size_t)(ref - 1) << 3));
+    return ref == 0 ? NULL : (struct item *)(st->arena + ((size_t)(ref - 1) << st->ref_shift));
 }
 
 static inline uint32_t item_seg(const struct storage *st, const struct item *it)
@@ -428,9 +515,9 @@ int seg_setup(struct storage *st);
 void seg_teardown(struct storage *st);
 /* Reporting class id (1..n) of an item of memcached size `total`, 0 if too big. */
 unsigned seg_class_for(const struct storage *st, size_t total);
-/* Room for an item of `span` bytes (a multiple of 8), with one reference and
- * ITEM_PENDING set, in the small or main queue's active segment; NULL when
- * memory is exhausted. May evict. `held` is the stripe lock the caller holds
+/* Room for an item of `span` bytes (a multiple of item_align()), with one
+ * reference and ITEM_PENDING set, in the small or main queue's active
+ * segment; NULL when memory is exhausted. May evict. `held` is the stripe lock the caller holds
  * (or NULL): eviction then only tries other stripe locks. */
 struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex_t *held,
                        rel_time_t now);

@@ -26,7 +26,7 @@ static size_t walk_chain(struct storage *st, struct item *it, rel_time_t now, st
                          void *ctx)
 {
     size_t n = 0;
-    for (; it != NULL; it = item_at(st, it->h_next)) {
+    for (; it != NULL; it = item_at(st, *item_hnextp(it))) {
         if (item_state(st, it, now) != ITEM_ALIVE) {
             continue;
         }
@@ -72,14 +72,14 @@ static void crawl_chain(struct storage *st, uint32_t *link, rel_time_t now)
         if (item_state(st, it, now) != ITEM_ALIVE) {
             seg_count_dead(st, it, true);
             /* Unlinking rewrites *link to the next item. */
-            item_unlink_locked(st, it, storage_hash(item_key(it), it->nkey));
+            item_unlink_locked(st, it, storage_hash(item_key(it), item_nkey(it)));
             continue;
         }
-        rel_time_t exp = __atomic_load_n(&it->exptime, __ATOMIC_RELAXED);
+        rel_time_t exp = item_exptime(it);
         if (exp != 0 && (st->pass_min == 0 || exp < st->pass_min)) {
             st->pass_min = exp;
         }
-        link = &it->h_next;
+        link = item_hnextp(it);
     }
 }
 
@@ -149,7 +149,7 @@ int storage_restore(struct storage *st, struct item *it, uint64_t cas, uint64_t 
     /* Saved items were in the cache before: straight to the main queue. (A
      * linked item is refused by storage_store; its flag must not change.) */
     if (!(item_iflags(it) & ITEM_LINKED)) {
-        __atomic_fetch_or(&it->iflags, ITEM_MAIN, __ATOMIC_RELAXED);
+        __atomic_fetch_or(item_iflagsp(it), ITEM_MAIN, __ATOMIC_RELAXED);
     }
     int rc = storage_store(st, it, STORAGE_SET, 0, hv, now, &out, NULL);
     if (rc != 0 || out != STORAGE_STORED) {

@@ -546,9 +546,9 @@ def test_me_reports_memstash_item_size(conn, keyprefix):
     conn.check(b"ms " + k + b" 3\r\nabc\r\n", b"HD\r\n")
     got = conn.call(b"me " + k + b"\r\n")
     size = int(re.search(rb" size=(\d+)", got).group(1))
-    # 19-byte header, 1 byte of value length, no flags, no stored "\r\n"
+    # 18-byte header, 1 byte of value length, no flags, no stored "\r\n"
     # (docs/storage.md)
-    assert size == 19 + 1 + len(k) + 3
+    assert size == 18 + 1 + len(k) + 3
 
 
 def test_errors(conn, keyprefix):

@@ -22,9 +22,9 @@
 /* The item header for these flags and value length (see storage_int.h). */
 #define T_HEADER(flags, nbytes)                                                                    \
     (ITEM_FIXED_SIZE +                                                                             \
-     ((nbytes) < 0x100     ? 1u                                                                    \
-      : (nbytes) < 0x10000 ? 2u                                                                    \
-                           : 4u) +                                                                 \
+     ((nbytes) < 0x80     ? 1u                                                                     \
+      : (nbytes) < 0x4000 ? 2u                                                                     \
+                          : 4u) +                                                                  \
      ((flags) != 0 ? 4u : 0u))
 
 static inline struct storage *t_create(size_t maxbytes, unsigned hashpower, bool no_evict)

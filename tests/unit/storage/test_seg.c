@@ -21,9 +21,10 @@
 #define KEYLEN 10
 #define KEYBUF 32
 
-/* Bytes an item takes in its segment (see storage_int.h): 19-byte header,
- * nbytes in 1, 2 or 4 bytes, key, value, rounded up to 8. */
-#define SPAN(nkey, nval) (((size_t)T_HEADER(0, (nval)) + (nkey) + (nval) + 7) & ~(size_t)7)
+/* Bytes an item takes in its segment (see storage_int.h): 18-byte header,
+ * nbytes in 1, 2 or 4 bytes, key, value, rounded up to 2 (the caches here
+ * are far below 8 GiB). */
+#define SPAN(nkey, nval) (((size_t)T_HEADER(0, (nval)) + (nkey) + (nval) + 1) & ~(size_t)1)
 
 static void mkkey(char *buf, char tag, unsigned i)
 {
@@ -96,12 +97,19 @@ static bool s_linked(struct storage *st, char tag, unsigned i, rel_time_t now)
 }
 
 /* Fills the cache with never-read 'q' keys of nval bytes until eviction
- * begins (from then on one free segment is the reserve for copy-forward);
- * returns how many were stored. */
+ * begins, then asks for the reserve (as the first copy without room does)
+ * and stores on until it is there; returns how many were stored. */
 static unsigned s_begin_evicting(struct storage *st, size_t nval, rel_time_t now)
 {
     unsigned i = 0;
     while (t_stats(st, now).evictions == 0) {
+        s_put_ok(st, 'q', i++, nval, 0, 0, now);
+        assert_true(i < 1000000);
+    }
+    pthread_mutex_lock(&st->seg_lock);
+    st->reserve_wanted = true;
+    pthread_mutex_unlock(&st->seg_lock);
+    while (st->reserve == SEG_NONE) {
         s_put_ok(st, 'q', i++, nval, 0, 0, now);
         assert_true(i < 1000000);
     }
@@ -152,7 +160,7 @@ static void test_limit_and_first_eviction(void **state)
     struct storage *st = t_create(8 * MiB, 0, false);
     const size_t nval = 100;
     const size_t span = SPAN(KEYLEN, nval);
-    assert_int_equal(span, 136); /* 19 + 1 + 10 + 100 = 130, rounded to 8 */
+    assert_int_equal(span, 130); /* 18 + 1 + 10 + 100 = 129, rounded to 2 */
     const uint64_t predicted = 8 * (MiB / span);
 
     uint64_t first = 0;
@@ -268,10 +276,46 @@ static void test_first_eviction_ghosts_read_items(void **state)
     assert_true(i >= 8 * per_seg - 1);
     assert_int_equal(t_stats(st, T0).total_malloced, 8 * MiB);
     s_expect_absent(st, 'h', 0, T0, STORAGE_MISS);
+    /* The copy that found no room asked for a reserve. */
+    assert_true(st->reserve_wanted);
     s_put_ok(st, 'h', 0, nval, 1, 0, T0);
     uint8_t fl = 0;
     assert_true(seg_peek(st, 'h', 0, T0, &fl, NULL));
     assert_true(fl & ITEM_MAIN);
+    t_check(st);
+    storage_destroy(&st);
+}
+
+/* Pins evicting ahead: a cache that is only written keeps no reserve, and
+ * the background pass frees a segment only once the active one is three
+ * quarters full, then exactly one. */
+static void test_evict_ahead_when_active_nearly_full(void **state)
+{
+    (void)state;
+    struct storage *st = t_create(8 * MiB, 0, false);
+    const size_t nval = 100;
+    const unsigned per_seg = (unsigned)(MiB / SPAN(KEYLEN, nval));
+    unsigned i = 0;
+    while (t_stats(st, T0).evictions == 0) {
+        s_put_ok(st, 'n', i++, nval, 0, 0, T0);
+        assert_true(i < 9 * per_seg);
+    }
+    uint64_t ev = t_stats(st, T0).evictions;
+    storage_maintain(st, T0);
+    assert_int_equal(t_stats(st, T0).evictions, ev);
+    assert_int_equal(st->reserve, SEG_NONE);
+    assert_false(st->reserve_wanted);
+    assert_int_equal(free_segs(st), 0);
+    while (st->segs[st->small_act].used < MiB / 4 * 3) {
+        s_put_ok(st, 'n', i++, nval, 0, 0, T0);
+        assert_true(i < 10 * per_seg);
+    }
+    assert_int_equal(t_stats(st, T0).evictions, ev);
+    storage_maintain(st, T0);
+    assert_int_equal(t_stats(st, T0).evictions, ev + MiB / SPAN(KEYLEN, nval));
+    assert_int_equal(free_segs(st), 1);
+    storage_maintain(st, T0);
+    assert_int_equal(t_stats(st, T0).evictions, ev + MiB / SPAN(KEYLEN, nval));
     t_check(st);
     storage_destroy(&st);
 }
@@ -1150,6 +1194,7 @@ int main(void)
         cmocka_unit_test(test_limit_and_first_eviction),
         cmocka_unit_test(test_read_item_copied_forward),
         cmocka_unit_test(test_first_eviction_ghosts_read_items),
+        cmocka_unit_test(test_evict_ahead_when_active_nearly_full),
         cmocka_unit_test(test_one_hit_wonders_and_counters),
         cmocka_unit_test(test_ghost_admits_to_main),
         cmocka_unit_test(test_small_cache_probation_window),

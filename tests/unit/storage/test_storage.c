@@ -602,6 +602,69 @@ static void test_arith(void **state)
     storage_destroy(&st);
 }
 
+/* Pins the header layout: items packed at 2-byte alignment start at every
+ * address modulo 8, and each of the four field placements keeps its CAS,
+ * exptime, flags, key and value, through touch and a CAS change (md I). */
+static void test_header_placements(void **state)
+{
+    (void)state;
+    struct storage *st = t_create(64 * MiB, 0, false);
+    unsigned seen = 0;
+    uint64_t last_cas = 0;
+    char key[32], val[300];
+    for (unsigned i = 0; i < 64; i++) {
+        int kl = snprintf(key, sizeof(key), "h%0*u", (int)(1 + i % 13), i);
+        size_t vl = (i * 37) % 290;
+        memset(val, 'a' + (int)(i % 26), vl);
+        uint32_t flags = i % 3 == 0 ? 0 : 0x80000000u | i;
+        uint64_t cas = 0;
+        enum storage_store_outcome out;
+        assert_int_equal(
+            t_store(st, key, val, vl, flags, T0 + 1000 + i, STORAGE_SET, 0, T0, &out, &cas), 0);
+        assert_int_equal(out, STORAGE_STORED);
+        assert_true(cas > last_cas);
+        last_cas = cas;
+        struct item *it = t_get(st, key, T0, NULL);
+        assert_non_null(it);
+        seen |= 1u << ((uintptr_t)it & 7);
+        assert_int_equal(storage_item_nkey(it), (size_t)kl);
+        assert_memory_equal(storage_item_key(it), key, (size_t)kl);
+        assert_int_equal(storage_item_nbytes(it), vl);
+        assert_memory_equal(storage_item_value(it), val, vl);
+        assert_int_equal(storage_item_flags(it), flags);
+        assert_int_equal(storage_item_exptime(it), T0 + 1000 + i);
+        assert_int_equal(storage_item_cas(it), cas);
+        storage_release(st, &it);
+
+        it = storage_get_touch(st, key, (size_t)kl, storage_hash(key, (size_t)kl), T0 + 1,
+                               T0 + 5000 + i, NULL);
+        assert_non_null(it);
+        assert_int_equal(storage_item_exptime(it), T0 + 5000 + i);
+        assert_int_equal(storage_item_cas(it), cas);
+        assert_int_equal(storage_item_flags(it), flags);
+        storage_release(st, &it);
+
+        struct storage_mdelete_opts mo = {.invalidate = true};
+        struct storage_mdelete_result mr;
+        assert_int_equal(storage_meta_delete(st, key, (size_t)kl, storage_hash(key, (size_t)kl),
+                                             T0 + 2, &mo, &mr),
+                         0);
+        assert_int_equal(mr.outcome, STORAGE_MDEL_INVALIDATED);
+        it = t_get(st, key, T0 + 2, NULL);
+        assert_non_null(it);
+        assert_true(storage_item_cas(it) > cas);
+        last_cas = storage_item_cas(it);
+        assert_int_equal(storage_item_exptime(it), T0 + 5000 + i);
+        assert_memory_equal(storage_item_value(it), val, vl);
+        assert_int_equal(storage_item_atime(it, T0 + 2), T0 + 2);
+        storage_release(st, &it);
+    }
+    /* Items at 0, 2, 4 and 6 modulo 8: the four placements. */
+    assert_int_equal(seen, 0x55);
+    t_check(st);
+    storage_destroy(&st);
+}
+
 static void test_sizes(void **state)
 {
     (void)state;
@@ -706,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_flush_immediate),
         cmocka_unit_test(test_flush_delayed),
         cmocka_unit_test(test_arith),
+        cmocka_unit_test(test_header_placements),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_reset_stats),
         cmocka_unit_test(test_two_caches),
