@@ -290,7 +290,7 @@ static void queue_push_locked(struct storage *st, uint32_t s, bool oldest)
 static bool seg_keep_reserve(const struct storage *st)
 {
     return st->pages_max >= 4 && st->reserve == SEG_NONE &&
-           (st->reserve_wanted || st->opts.no_evict);
+           (__atomic_load_n(&st->reserve_wanted, __ATOMIC_RELAXED) || st->opts.no_evict);
 }
 
 static size_t seg_room_locked(const struct storage *st)
@@ -569,7 +569,7 @@ static struct item *seg_alloc_move(struct storage *st, size_t span, rel_time_t n
         uint32_t s = seg_take_locked(st, true);
         if (s == SEG_NONE) {
             /* Keep a reserve from now on. */
-            st->reserve_wanted = true;
+            __atomic_store_n(&st->reserve_wanted, true, __ATOMIC_RELAXED);
             break;
         }
         seg_open_locked(st, s, false, now);
@@ -613,7 +613,6 @@ static bool seg_move_locked(struct storage *st, struct item *it, uint64_t hv, un
         return false;
     }
     item_copy(to, it);
-    item_poison_pad(st, to);
     *item_iflagsp(to) = (uint8_t)((item_iflags(it) | ITEM_MAIN) & ~ITEM_PENDING);
     item_set_freq(to, freq);
     htab_replace(st, it, to, hv);
@@ -795,6 +794,12 @@ struct item *seg_alloc(struct storage *st, size_t span, bool main, pthread_mutex
 {
     struct item *it = NULL;
     pthread_mutex_lock(&st->seg_lock);
+    if (main && st->main_act == SEG_NONE && !st->opts.no_evict) {
+        /* No main segment is open (copies open them): rather than a new
+         * segment for one ghost-admitted item, it waits in the small queue,
+         * marked ITEM_MAIN by the caller, and is copied to main from there. */
+        main = false;
+    }
     /* A lowered limit gives back every segment emptied above it. */
     int rounds =
         SEG_ALLOC_ROUNDS + (st->nsegs > st->pages_max ? (int)(st->nsegs - st->pages_max) : 0);
@@ -879,12 +884,14 @@ bool seg_maintain(struct storage *st, rel_time_t now)
      * back, fill a wanted reserve, and free a segment once the small queue's
      * active one is three quarters full, so that a store rarely has to empty
      * a segment itself. */
+    /* (No active segment: a store is between segments, emptying one
+     * itself, and takes the one it frees.) */
     bool act_full =
-        st->small_act == SEG_NONE || st->segs[st->small_act].used >= st->page_size / 4 * 3;
+        st->small_act != SEG_NONE && st->segs[st->small_act].used >= st->page_size / 4 * 3;
     if (emptied == 0 && !st->opts.no_evict &&
-        ((st->reserve_wanted && st->reserve == SEG_NONE) || (st->nfree == 0 && act_full)) &&
-        seg_room_locked(st) <= (seg_keep_reserve(st) ? 1u : 0u) && st->pages_max >= 4 &&
-        st->nsmall + st->nmain > 0) {
+        ((seg_keep_reserve(st) && seg_room_locked(st) == 0) ||
+         (st->nfree == 0 && act_full && seg_room_locked(st) <= (seg_keep_reserve(st) ? 1u : 0u))) &&
+        st->pages_max >= 4 && st->nsmall + st->nmain > 0) {
         bool progress = seg_evict_one_locked(st, 0, NULL, now);
         pthread_mutex_unlock(&st->seg_lock);
         return progress;

@@ -347,7 +347,6 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
         (uint8_t)(ITEM_PENDING | (st->opts.use_cas ? 0 : ITEM_NOCAS) | (main ? ITEM_MAIN : 0)),
         __ATOMIC_RELEASE);
     memcpy(item_key(it), key, nkey);
-    item_poison_pad(st, it);
     *out = it;
     return 0;
 }
@@ -522,9 +521,14 @@ static void item_freq_bump(struct item *it)
 
 /* A fetch: counts an access, and sets FETCHED the first time; a later fetch
  * moves the access time, as memcached's segmented LRU does on the second
- * fetch of an item. The caller holds the stripe lock. */
-static void item_mark_used(struct item *it, rel_time_t now)
+ * fetch of an item. The first hit of all asks for the segment reserve
+ * (seg.c): from now on eviction has read items to copy. The caller holds
+ * the stripe lock. */
+static void item_mark_used(struct storage *st, struct item *it, rel_time_t now)
 {
+    if (!__atomic_load_n(&st->reserve_wanted, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&st->reserve_wanted, true, __ATOMIC_RELAXED);
+    }
     item_freq_bump(it);
     if (!(item_iflags(it) & ITEM_FETCHED)) {
         __atomic_fetch_or(item_iflagsp(it), ITEM_FETCHED, __ATOMIC_RELAXED);
@@ -566,7 +570,7 @@ static struct item *storage_lookup(struct storage *st, const char *key, size_t n
     enum storage_get_outcome out = get_outcome(it, why);
     if (it != NULL) {
         seg_ref(st, it);
-        item_mark_used(it, now);
+        item_mark_used(st, it, now);
         if (touch) {
             item_set_exptime(st, it, exptime);
         }
@@ -968,7 +972,13 @@ int storage_set_memlimit(struct storage *st, size_t maxbytes)
 {
     pthread_mutex_lock(&st->seg_lock);
     size_t pages = storage_pages_for(st, maxbytes);
-    st->pages_max = pages < st->nsegs_max ? pages : st->nsegs_max;
+    if (pages > st->nsegs_max) {
+        /* The arena, reserved for the limit at start (see seg_setup), caps
+         * a raise: the limit reported is the one in force. */
+        pages = st->nsegs_max;
+        maxbytes = pages * st->page_size;
+    }
+    st->pages_max = pages;
     st->opts.maxbytes = maxbytes;
     pthread_mutex_unlock(&st->seg_lock);
     return 0;
@@ -1066,7 +1076,7 @@ int storage_meta_get(struct storage *st, const char *key, size_t nkey, uint64_t 
             r->win = win;
         }
         if (!o->no_bump) {
-            item_mark_used(it, now);
+            item_mark_used(st, it, now);
         }
         *out = it;
     }

@@ -211,7 +211,9 @@ int storage_arith(struct storage *st, const char *key, size_t nkey, uint64_t hv,
 void storage_flush(struct storage *st, rel_time_t when, rel_time_t now);
 
 /* Changes the memory limit at run time. Lowering it does not free pages that
- * are in use. Returns 0 or STORAGE_EINVAL. */
+ * are in use. A raise is capped by the arena reserved at start (8 GiB when
+ * started with -m up to 8 GiB, 16 GiB up to 16, else 32): the stats report
+ * the limit in force. Returns 0 or STORAGE_EINVAL. */
 int storage_set_memlimit(struct storage *st, size_t maxbytes);
 
 /* Does a bounded slice of background work and returns whether more is

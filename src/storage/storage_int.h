@@ -342,34 +342,22 @@ static inline size_t item_span(const struct storage *st, const struct item *it)
     return (item_total(it) + item_align(st) - 1) & ~(item_align(st) - 1);
 }
 
-/* Under AddressSanitizer the padding after an item is poisoned, so that a
- * write past its value (where memcached kept "\r\n") is reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-static inline void item_poison_pad(const struct storage *st, struct item *it)
-{
-    size_t total = item_total(it);
-    ASAN_POISON_MEMORY_REGION((char *)it + total, item_span(st, it) - total);
-}
-#else
-static inline void item_poison_pad(const struct storage *st, struct item *it)
-{
-    (void)st;
-    (void)it;
-}
-#endif
-
 static inline uint64_t item_cas(const struct item *it)
 {
     return __atomic_load_n(item_wordp(it), __ATOMIC_RELAXED) & ITEM_CAS_MASK;
 }
 
 /* The last access time: the latest time at or before `now` whose low 16
- * bits are the stored ones (exact for 18 hours). */
+ * bits are the stored ones (exact for 18 hours). A stored time up to a
+ * minute ahead of `now` (another thread read the clock after its tick) is
+ * `now`. */
 static inline rel_time_t item_time(const struct item *it, rel_time_t now)
 {
     uint16_t t = (uint16_t)(__atomic_load_n(item_wordp(it), __ATOMIC_RELAXED) >> ITEM_TIME_SHIFT);
     uint16_t back = (uint16_t)((uint16_t)now - t);
+    if (back > UINT16_MAX - 60) {
+        return now;
+    }
     return now >= back ? now - back : 0;
 }
 

@@ -222,7 +222,12 @@ static void test_threads(void **state)
         snprintf(k, sizeof(k), "ctr:%d", c);
         struct item *it = t_get(sh.cst, k, T0, NULL);
         assert_non_null(it);
-        got += strtoull(storage_item_value(it), NULL, 10);
+        /* Values carry no terminator: parse a copy. */
+        char digits[32] = {0};
+        size_t n = storage_item_nbytes(it);
+        assert_true(n < sizeof(digits));
+        memcpy(digits, storage_item_value(it), n);
+        got += strtoull(digits, NULL, 10);
         storage_release(sh.cst, &it);
     }
     assert_int_equal(got, want);
