@@ -86,13 +86,21 @@ def test_reader_that_never_reads_is_closed(server_factory):
     output for -o write_stall_timeout seconds loses its connection (the
     default is 60 s; memcached keeps such a client forever). A slow reader
     that keeps reading is not closed."""
-    srv = server_factory("-o", "write_stall_timeout=2")
-    with srv.client() as c:
-        assert c.stats(b"settings")["write_stall_timeout"] == "2"
+    srv = server_factory("-o", "write_stall_timeout=3")
     big = b"v" * (256 * 1024)
     reply_len = len(b"VALUE big 0 %d\r\n" % len(big)) + len(big) + len(b"\r\nEND\r\n")
-    with srv.client() as c:
-        c.check(b"set big 0 0 %d\r\n%s\r\n" % (len(big), big), b"STORED\r\n")
+    # One control connection for everything else, and counts that wait for
+    # the server to have accepted the new connections: on a loaded machine
+    # (the sanitizer run beside another test) a connection opened or closed
+    # just before a count may not be counted yet, which made this flaky.
+    ctl = srv.client()
+    assert ctl.stats(b"settings")["write_stall_timeout"] == "3"
+    ctl.check(b"set big 0 0 %d\r\n%s\r\n" % (len(big), big), b"STORED\r\n")
+
+    def conns():
+        return int(ctl.stats()["curr_connections"])
+
+    base = conns()
     stuck = socket.create_connection(("127.0.0.1", srv.port))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     # A small receive buffer: each read below frees it and the kernel tells
@@ -104,20 +112,22 @@ def test_reader_that_never_reads_is_closed(server_factory):
     try:
         stuck.sendall(b"get big\r\n" * 64)
         slow.sendall(b"get big\r\n" * 16)
-        with srv.client() as ctl:
-            before = int(ctl.stats()["curr_connections"])
-        # The slow reader takes 64 KiB every 0.2 s, for 6 s: about 2 MB,
-        # half of its replies, so its output stays blocked all along.
+        assert poll_until(lambda: conns() == base + 2, 10.0)
+        # The slow reader takes up to 32 KiB every 0.1 s, for 9 s: under
+        # 3 MB, less than its 4 MB of replies, so its output stays blocked
+        # all along. (The timeout leaves room for a loaded machine, such as
+        # the sanitizer run beside another test, to starve this loop for a
+        # second or two without the slow reader counting as stalled.)
         got = 0
-        deadline = time.monotonic() + 6.0
+        deadline = time.monotonic() + 9.0
         while time.monotonic() < deadline:
-            got += len(slow.recv(64 * 1024))
-            time.sleep(0.2)
+            got += len(slow.recv(32 * 1024))
+            time.sleep(0.1)
         # The stuck one was closed by the server (its unread replies still
         # sit in kernel buffers, so the client itself would see EOF only
         # after draining them): one connection fewer, the slow one stays.
-        with srv.client() as ctl:
-            assert int(ctl.stats()["curr_connections"]) == before - 1
+        assert poll_until(lambda: conns() == base + 1, 5.0)
+        assert conns() == base + 1
         # The slow reader still gets every byte of its replies.
         want = 16 * reply_len
         end = time.monotonic() + 30.0
@@ -130,6 +140,7 @@ def test_reader_that_never_reads_is_closed(server_factory):
     finally:
         stuck.close()
         slow.close()
+        ctl.close()
 
 
 def open_until_refused(srv, limit):
