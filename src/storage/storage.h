@@ -45,6 +45,11 @@
 
 #define STORAGE_KEY_MAX 250
 
+/* Expiry times are kept in 29 bits: one later than this (about 17 years
+ * after the server started; the text protocol's exptimes end in 2038) is
+ * stored, and reported, as this. */
+#define STORAGE_EXPTIME_MAX ((rel_time_t)((1u << 29) - 1))
+
 struct storage;
 struct item;
 

@@ -75,7 +75,7 @@ _Static_assert(offsetof(struct item, rest) == ITEM_FIXED_SIZE, "item fixed heade
 #define ITEM_MAIN 0x80
 
 /* xword: exptime, access count, flags present. */
-#define ITEM_X_EXPTIME    ((UINT32_C(1) << 29) - 1)
+#define ITEM_X_EXPTIME    STORAGE_EXPTIME_MAX
 #define ITEM_X_FREQ_SHIFT 29
 #define ITEM_X_FLAGS      (UINT32_C(1) << 31)
 

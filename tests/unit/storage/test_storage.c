@@ -661,6 +661,12 @@ static void test_header_placements(void **state)
     }
     /* Items at 0, 2, 4 and 6 modulo 8: the four placements. */
     assert_int_equal(seen, 0x55);
+    /* An exptime past 29 bits is kept as STORAGE_EXPTIME_MAX. */
+    t_set(st, "far", "1", 0xfffffff0u, T0);
+    struct item *far = t_get(st, "far", T0, NULL);
+    assert_non_null(far);
+    assert_int_equal(storage_item_exptime(far), STORAGE_EXPTIME_MAX);
+    storage_release(st, &far);
     t_check(st);
     storage_destroy(&st);
 }
