@@ -79,8 +79,12 @@ TSAN_ENV := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
 
 tsan: deps-test
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSTASH_TSAN=ON -DMEMSTASH_TESTS=ON $(CMAKE_FLAGS)
-	cmake --build build-tsan -j $(JOBS) --target memstashd storage_stress
+	cmake --build build-tsan -j $(JOBS) --target memstashd storage_stress test_seg
 	$(TSAN_ENV) build-tsan/tests/stress/storage_stress 8 400000 $(TSAN_SECONDS)
+	# The segment engine's tests, eviction under four threads included. Their
+	# invariant check holds all 1024 stripe locks, past the deadlock
+	# detector's limit of 64 held at once, so it is off for this one.
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 detect_deadlocks=0" build-tsan/tests/unit/storage/test_seg
 	$(TSAN_ENV) /usr/bin/python3 tests/stress/server_stress.py build-tsan/src/server/memstashd \
 	    --threads 12 --seconds $(TSAN_SECONDS)
 
