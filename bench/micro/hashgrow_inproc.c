@@ -358,26 +358,34 @@ static void key_of(char *buf, const char *prefix, uint64_t i)
     memcpy(buf, tmp, KEYLEN);
 }
 
+/* Records an operation that started at t0 (c0 on-CPU) when it took longer
+ * than SLOW_OP_NS. */
+static void note_slow(struct run *r, uint64_t t0, uint64_t c0, enum op_kind kind)
+{
+    uint64_t t1 = since(r);
+    uint64_t c1 = thread_cpu();
+    if (t1 - t0 <= SLOW_OP_NS) {
+        return;
+    }
+    if (r->nops < MAX_SLOW_OPS) {
+        r->ops[r->nops++] = (struct slow_op){t0, t1 - t0, c1 - c0, kind};
+    } else {
+        r->ops_dropped++;
+    }
+}
+
 static int put(struct run *r, const char *key, uint64_t hv, bool timed)
 {
     rel_time_t now = now_of(r);
     struct item *it = NULL;
-    uint64_t c0 = 0, t0 = 0, t1, c1;
+    uint64_t c0 = 0, t0 = 0;
     if (timed) {
         c0 = thread_cpu();
         t0 = since(r);
     }
     int rc = storage_alloc(r->st, key, KEYLEN, 0, 0, VALLEN, now, &it);
     if (timed) {
-        t1 = since(r);
-        c1 = thread_cpu();
-        if (t1 - t0 > SLOW_OP_NS) {
-            if (r->nops < MAX_SLOW_OPS) {
-                r->ops[r->nops++] = (struct slow_op){t0, t1 - t0, c1 - c0, OP_ALLOC};
-            } else {
-                r->ops_dropped++;
-            }
-        }
+        note_slow(r, t0, c0, OP_ALLOC);
     }
     if (rc != 0) {
         return rc;
@@ -391,15 +399,7 @@ static int put(struct run *r, const char *key, uint64_t hv, bool timed)
     }
     rc = storage_store(r->st, it, STORAGE_SET, 0, hv, now, &out, NULL);
     if (timed) {
-        t1 = since(r);
-        c1 = thread_cpu();
-        if (t1 - t0 > SLOW_OP_NS) {
-            if (r->nops < MAX_SLOW_OPS) {
-                r->ops[r->nops++] = (struct slow_op){t0, t1 - t0, c1 - c0, OP_STORE};
-            } else {
-                r->ops_dropped++;
-            }
-        }
+        note_slow(r, t0, c0, OP_STORE);
     }
     storage_release(r->st, &it);
     return rc != 0 ? rc : out == STORAGE_STORED ? 0 : STORAGE_EINVAL;

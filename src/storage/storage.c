@@ -326,11 +326,11 @@ static int item_alloc(struct storage *st, const char *key, size_t nkey, uint32_t
 #endif
     size_t header = item_header_for(flags, nbytes);
     size_t span = (header + nkey + nbytes + item_align(st) - 1) & ~(item_align(st) - 1);
-    unsigned clsid = seg_class_for(st, compat_total_of(st, nkey, flags, nbytes));
     /* A key the small queue evicted unread a moment ago goes to main. */
     bool main = seg_ghost_take(st, storage_hash(key, nkey));
     struct item *it = seg_alloc(st, span, main, held, now);
     if (it == NULL) {
+        unsigned clsid = seg_class_for(st, compat_total_of(st, nkey, flags, nbytes));
         __atomic_fetch_add(&st->classes[clsid].outofmemory, 1, __ATOMIC_RELAXED);
         return STORAGE_ENOMEM;
     }

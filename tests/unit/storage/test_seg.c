@@ -96,16 +96,25 @@ static bool s_linked(struct storage *st, char tag, unsigned i, rel_time_t now)
     return seg_peek(st, tag, i, now, NULL, NULL);
 }
 
+/* Stores never-read keys tag+i, tag+(i+1), ... of nval bytes until the
+ * first eviction (asserting fewer than `max` keys are needed); returns the
+ * next i. */
+static unsigned s_fill_until_eviction(struct storage *st, char tag, unsigned i, size_t nval,
+                                      rel_time_t now, unsigned max)
+{
+    while (t_stats(st, now).evictions == 0) {
+        s_put_ok(st, tag, i++, nval, 0, 0, now);
+        assert_true(i < max);
+    }
+    return i;
+}
+
 /* Fills the cache with never-read 'q' keys of nval bytes until eviction
  * begins, then asks for the reserve (as the first copy without room does)
  * and stores on until it is there; returns how many were stored. */
 static unsigned s_begin_evicting(struct storage *st, size_t nval, rel_time_t now)
 {
-    unsigned i = 0;
-    while (t_stats(st, now).evictions == 0) {
-        s_put_ok(st, 'q', i++, nval, 0, 0, now);
-        assert_true(i < 1000000);
-    }
+    unsigned i = s_fill_until_eviction(st, 'q', 0, nval, now, 1000000);
     pthread_mutex_lock(&st->seg_lock);
     st->reserve_wanted = true;
     pthread_mutex_unlock(&st->seg_lock);
@@ -268,11 +277,7 @@ static void test_reserve_triggers(void **state)
     struct storage *st = t_create(8 * MiB, 0, false);
     const size_t nval = 100;
     const unsigned per_seg = (unsigned)(MiB / SPAN(KEYLEN, nval));
-    unsigned i = 0;
-    while (t_stats(st, T0).evictions == 0) {
-        s_put_ok(st, 'n', i++, nval, 0, 0, T0);
-        assert_true(i < 9 * per_seg);
-    }
+    unsigned i = s_fill_until_eviction(st, 'n', 0, nval, T0, 9 * per_seg);
     assert_true(i >= 8 * per_seg - 1);
     assert_false(st->reserve_wanted);
     /* The oldest item left, read once: in the next victim. */
@@ -301,11 +306,7 @@ static void test_reserve_triggers(void **state)
     st = t_create(8 * MiB, 0, false);
     s_put_ok(st, 'h', 0, nval, 0, 0, T0);
     s_expect(st, 'h', 0, nval, 0, T0);
-    i = 0;
-    while (t_stats(st, T0).evictions == 0) {
-        s_put_ok(st, 'n', i++, nval, 0, 0, T0);
-        assert_true(i < 9 * per_seg);
-    }
+    i = s_fill_until_eviction(st, 'n', 0, nval, T0, 9 * per_seg);
     assert_true(i < 7 * per_seg + per_seg / 2);
     assert_true(st->moved >= 1);
     s_expect(st, 'h', 0, nval, 0, T0);
@@ -322,11 +323,7 @@ static void test_evict_ahead_when_active_nearly_full(void **state)
     struct storage *st = t_create(8 * MiB, 0, false);
     const size_t nval = 100;
     const unsigned per_seg = (unsigned)(MiB / SPAN(KEYLEN, nval));
-    unsigned i = 0;
-    while (t_stats(st, T0).evictions == 0) {
-        s_put_ok(st, 'n', i++, nval, 0, 0, T0);
-        assert_true(i < 9 * per_seg);
-    }
+    unsigned i = s_fill_until_eviction(st, 'n', 0, nval, T0, 9 * per_seg);
     uint64_t ev = t_stats(st, T0).evictions;
     storage_maintain(st, T0);
     assert_int_equal(t_stats(st, T0).evictions, ev);
@@ -438,11 +435,7 @@ static void test_ghost_admits_to_main(void **state)
     struct storage *st = t_create(8 * MiB, 0, false);
     const size_t nval = 100;
     s_put_ok(st, 'g', 0, nval, 0, 0, T0);
-    unsigned i = 0;
-    while (t_stats(st, T0).evictions == 0) {
-        s_put_ok(st, 'x', i++, nval, 0, 0, T0);
-        assert_true(i < 100000);
-    }
+    s_fill_until_eviction(st, 'x', 0, nval, T0, 100000);
     s_expect_absent(st, 'g', 0, T0, STORAGE_MISS);
 
     uint64_t hits = st->ghost_hits;
